@@ -1,0 +1,40 @@
+# stunmeshd — set-up, tests, demo and benchmarks.
+# Everything installs itself on a fresh Debian machine (run as root).
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+# Debian packages the tests, the lab and the demo use (testbed.md).
+DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nftables \
+           iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
+           systemd procps
+
+.PHONY: all deps venv test lint demo clean bench-stun_overhead
+
+all: test
+
+deps:
+	@dpkg -s $(DEBS) >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS) >/dev/null; }
+
+# The venv is built from Debian's python so an unprivileged test user can run it
+# (the image's default python lives under /root); system site packages give it python3-gi.
+$(VENV)/.installed: pyproject.toml
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: deps venv
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check stunmeshd tests bench
+	$(VENV)/bin/ruff format --check stunmeshd tests bench
+
+bench-stun_overhead: deps venv
+	$(PY) bench/stun_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,49 @@
+"""What the engine needs from WireGuard, whatever drives it (kernel or wireguard-go)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """One peer as WireGuard reports it."""
+
+    public_key: bytes  # 32 raw bytes
+    endpoint: str | None  # "203.0.113.7:51820" or "[2001:db8::7]:51820"; None when unset
+    latest_handshake: float  # unix seconds; 0.0 = never
+    rx_bytes: int
+    tx_bytes: int
+    persistent_keepalive: int  # seconds; 0 = off
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """One WireGuard device. ``private_key`` is kept out of repr so it never reaches a log."""
+
+    name: str
+    private_key: bytes = field(repr=False)  # 32 raw bytes
+    public_key: bytes  # 32 raw bytes, derived from the private key
+    listen_port: int
+    fwmark: int
+    peers: dict[bytes, PeerInfo]  # by raw public key
+
+
+class WireGuardBackend(Protocol):
+    """One way of driving WireGuard devices."""
+
+    kind: str  # "kernel" or "wireguard-go" (the Device.Backend property)
+
+    async def read_device(self, ifname: str) -> DeviceInfo:
+        """Read keys, port, fwmark and peers. Raises DeviceNotFound / WireGuardError."""
+        ...
+
+    async def set_endpoint(self, ifname: str, public_key: bytes, endpoint: str, *,
+                           keepalive: int | None = None) -> None:
+        """Set one existing peer's endpoint (update-only: never creates a peer).
+
+        With ``keepalive`` set, also set persistent_keepalive_interval in the same request:
+        turning it on (0 -> N) makes WireGuard start the handshake at once.
+        """
+        ...
