@@ -1,0 +1,317 @@
+"""The two-site NAT test bed of testbed.md, built in network namespaces.
+
+    hostA ── natA ── wan ── natB ── hostB        coturn (and later dhtnode) in wan
+
+Used by the root tests, the benchmarks and ``make demo``. Nothing links to the root namespace;
+everything is torn down on exit, also on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import secrets
+import signal
+import tempfile
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+
+from nacl.public import PrivateKey
+
+from stunmeshd.lab.netns import (
+    Host,
+    LabError,
+    Namespace,
+    private_mount_dir,
+    release_mount_dir,
+    run,
+)
+
+WG_PORT = 51820
+SNAT_PORT = 40000
+STUN_PORT = 3478
+WAN_A_IP = "198.51.100.1"
+WAN_B_IP = "203.0.113.1"
+LAB_RUN_DIR = Path("/run/stunmeshd-lab")
+
+
+class NatMode(StrEnum):
+    """How a site's router maps the host's UDP flows."""
+
+    ENDPOINT_INDEPENDENT = "endpoint-independent"  # masquerade, port kept
+    PORT_CHANGING = "port-changing"  # endpoint-independent, WireGuard's port -> snat_port
+    SYMMETRIC = "symmetric"  # a new port per destination
+
+
+@dataclass
+class Site:
+    """One side: a host behind its NAT router."""
+
+    label: str
+    host: Host
+    router: Namespace
+    lan_ip: str
+    gateway_ip: str
+    public_ip: str
+    wan_ip: str  # the wan router's address on this site's link
+    nat: NatMode
+    snat_port: int = SNAT_PORT
+    tunnel_ip: str = ""
+
+    @property
+    def public_endpoint(self) -> str:
+        """Where the peer reaches this site's WireGuard (for the port-keeping and port-changing NATs)."""
+        port = self.snat_port if self.nat is NatMode.PORT_CHANGING else WG_PORT
+        return f"{self.public_ip}:{port}"
+
+
+@dataclass
+class WireGuard:
+    """One wireguard-go process in a lab host."""
+
+    site: Site
+    ifname: str
+    listen_port: int
+    private_key: bytes = field(repr=False)
+    public_key: bytes
+    tunnel_ip: str
+    process: asyncio.subprocess.Process
+
+    @property
+    def public_key_b64(self) -> str:
+        return base64.b64encode(self.public_key).decode()
+
+    @property
+    def uapi_dir(self) -> Path:
+        """The host's /run/wireguard, reached from the root mount namespace."""
+        return Path(f"/proc/{self.process.pid}/root/run/wireguard")
+
+    async def wg(self, *args: str, input: bytes | None = None) -> str:
+        return await self.site.host.run("wg", *args, input=input)
+
+    async def add_peer(self, public_key: bytes, allowed_ip: str,
+                       endpoint: str | None = None) -> None:
+        args = ["set", self.ifname, "peer", base64.b64encode(public_key).decode(),
+                "allowed-ips", allowed_ip]
+        if endpoint:
+            args += ["endpoint", endpoint]
+        await self.wg(*args)
+
+    async def stop(self, *, graceful: bool = False) -> None:
+        """Stop wireguard-go; its interface disappears with it."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 5)
+        # the tun device can outlive the process for a moment
+        for _ in range(50):
+            out = await self.site.host.run("ip", "-o", "link", "show", self.ifname, check=False)
+            if not out.strip():
+                break
+            await asyncio.sleep(0.05)
+
+
+def nat_rules(site: Site, mode: NatMode) -> str:
+    """The nftables ruleset of a NAT router (testbed.md), as one atomic ``nft -f`` input."""
+    if mode is NatMode.ENDPOINT_INDEPENDENT:
+        snat = 'oifname "pub" masquerade'
+    elif mode is NatMode.PORT_CHANGING:
+        snat = (f'oifname "pub" udp sport {WG_PORT} snat to {site.public_ip}:{site.snat_port}\n'
+                '    oifname "pub" masquerade')
+    else:
+        snat = 'oifname "pub" masquerade random'
+    return f"""
+flush ruleset
+table ip nat {{
+  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    {snat}
+  }}
+}}
+table inet filter {{
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    ct state established,related accept
+    iifname "pub" meta l4proto udp drop
+  }}
+}}
+"""
+
+
+class Lab:
+    """Async context manager that builds, runs and tears down the two-site test bed."""
+
+    def __init__(self, *, nat_a: NatMode = NatMode.PORT_CHANGING,
+                 nat_b: NatMode = NatMode.ENDPOINT_INDEPENDENT, coturn: bool = True) -> None:
+        self.id = secrets.token_hex(3)
+        prefix = f"smd{self.id}"
+        self.mount_dir = LAB_RUN_DIR / self.id
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"stunmeshd-lab-{self.id}-"))
+        self.wan = Namespace(f"{prefix}-wan")
+        self.a = Site("a", Host(f"{prefix}-hostA", self.mount_dir), Namespace(f"{prefix}-natA"),
+                      lan_ip="198.18.1.2", gateway_ip="198.18.1.1", public_ip="198.51.100.10",
+                      wan_ip=WAN_A_IP, nat=nat_a, tunnel_ip="198.19.0.1")
+        self.b = Site("b", Host(f"{prefix}-hostB", self.mount_dir), Namespace(f"{prefix}-natB"),
+                      lan_ip="198.18.2.2", gateway_ip="198.18.2.1", public_ip="203.0.113.20",
+                      wan_ip=WAN_B_IP, nat=nat_b, tunnel_ip="198.19.0.2")
+        self.stun_servers = [f"{WAN_A_IP}:{STUN_PORT}", f"{WAN_B_IP}:{STUN_PORT}"]
+        self._want_coturn = coturn
+        self._coturn: asyncio.subprocess.Process | None = None
+        self._processes: list[asyncio.subprocess.Process] = []
+        self._namespaces: list[Namespace] = [self.a.host, self.a.router, self.wan,
+                                             self.b.router, self.b.host]
+
+    @property
+    def sites(self) -> tuple[Site, Site]:
+        return (self.a, self.b)
+
+    async def __aenter__(self) -> Lab:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        await private_mount_dir(self.mount_dir)
+        await asyncio.gather(*(ns.create() for ns in self._namespaces))
+        await self._wire()
+        if self._want_coturn:
+            await self.start_coturn()
+
+    async def _wire(self) -> None:
+        wan = self.wan
+        for site, wan_if, prefix_len in ((self.a, "siteA", 24), (self.b, "siteB", 24)):
+            host, router = site.host, site.router
+            await host.run("ip", "link", "add", "eth0", "type", "veth",
+                           "peer", "name", "lan", "netns", router.name)
+            await router.run("ip", "link", "add", "pub", "type", "veth",
+                             "peer", "name", wan_if, "netns", wan.name)
+            await host.run("ip", "-batch", "-", input=(
+                f"addr add {site.lan_ip}/24 dev eth0\n"
+                "link set eth0 up\n"
+                f"route add default via {site.gateway_ip}\n").encode())
+            await router.run("ip", "-batch", "-", input=(
+                f"addr add {site.gateway_ip}/24 dev lan\n"
+                f"addr add {site.public_ip}/{prefix_len} dev pub\n"
+                "link set lan up\nlink set pub up\n"
+                f"route add default via {site.wan_ip}\n").encode())
+            await wan.run("ip", "-batch", "-", input=(
+                f"addr add {site.wan_ip}/{prefix_len} dev {wan_if}\n"
+                f"link set {wan_if} up\n").encode())
+            await router.sysctl("net.ipv4.ip_forward", "1")
+            await self.set_nat(site, site.nat, snat_port=site.snat_port)
+        await wan.sysctl("net.ipv4.ip_forward", "1")
+
+    async def set_nat(self, site: Site, mode: NatMode, *, snat_port: int = SNAT_PORT) -> None:
+        """Switch a router's NAT behaviour (and port); existing mappings stay until flushed."""
+        site.nat, site.snat_port = mode, snat_port
+        await site.router.run("nft", "-f", "-", input=nat_rules(site, mode).encode())
+
+    async def flush_conntrack(self, site: Site) -> None:
+        await site.router.run("conntrack", "-F", check=False)
+
+    async def start_coturn(self) -> None:
+        """coturn as a STUN-only server on both wan addresses (RFC 5780 OTHER-ADDRESS too)."""
+        if self._coturn is not None:
+            return
+        self._coturn = await self.spawn(
+            self.wan, "turnserver", "-n", "--stun-only", "-L", WAN_A_IP, "-L", WAN_B_IP,
+            "-p", str(STUN_PORT), "--no-tls", "--no-dtls", "--no-tcp", "--no-cli",
+            "--no-software-attribute", "--log-file", "stdout", "--simple-log",
+            "--pidfile", str(self.workdir / "turnserver.pid"),
+        )
+        await self.wait_udp_listening(self.wan, STUN_PORT, addresses=(WAN_A_IP, WAN_B_IP))
+
+    async def stop_coturn(self) -> None:
+        if self._coturn is not None:
+            await self._terminate(self._coturn)
+            self._coturn = None
+
+    async def wait_udp_listening(self, ns: Namespace, port: int, *,
+                                 addresses: tuple[str, ...] = ("",),
+                                 timeout: float = 10.0) -> None:
+        """Wait until something listens on udp/``port`` at each of ``addresses``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            out = await ns.run("ss", "-Hlun", f"sport = :{port}")
+            if all(f"{addr}:{port}" in out for addr in addresses):
+                return
+            if loop.time() > deadline:
+                raise LabError(f"nothing listening on udp/{port} in {ns.name}")
+            await asyncio.sleep(0.02)
+
+    async def spawn(self, ns: Namespace, *argv: str,
+                    log_name: str | None = None) -> asyncio.subprocess.Process:
+        """Start a program the lab owns (killed at teardown); its output goes to a log file."""
+        log_path = self.workdir / f"{log_name or Path(argv[0]).name}-{ns.name}.log"
+        with open(log_path, "ab") as log:
+            proc = await ns.spawn(*argv, stdout=log, stderr=asyncio.subprocess.STDOUT)
+        self._processes.append(proc)
+        return proc
+
+    async def start_wireguard(self, site: Site, *, ifname: str = "wg0",
+                              listen_port: int = WG_PORT, tunnel_ip: str | None = None,
+                              private_key: bytes | None = None) -> WireGuard:
+        """Start wireguard-go on a host with a key, a listen port and a tunnel address."""
+        key = PrivateKey(private_key) if private_key else PrivateKey.generate()
+        proc = await self.spawn(site.host, "wireguard-go", "-f", ifname,
+                                log_name=f"wireguard-go-{ifname}")
+        wg = WireGuard(site=site, ifname=ifname, listen_port=listen_port,
+                       private_key=bytes(key), public_key=bytes(key.public_key),
+                       tunnel_ip=tunnel_ip or site.tunnel_ip, process=proc)
+        sock = wg.uapi_dir / f"{ifname}.sock"
+        for _ in range(500):
+            if sock.exists() or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.01)
+        if not sock.exists():
+            raise LabError(f"wireguard-go did not start in {site.host.name} "
+                           f"(see {self.workdir})")
+        key_file = self.workdir / f"{site.host.name}-{ifname}.key"
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(bytes(key)).decode() + "\n")
+        await wg.wg("set", ifname, "private-key", str(key_file), "listen-port", str(listen_port))
+        key_file.unlink()
+        await site.host.run("ip", "-batch", "-", input=(
+            f"addr add {wg.tunnel_ip}/24 dev {ifname}\nlink set {ifname} up\n").encode())
+        return wg
+
+    async def ping(self, site: Site, target: str, *, count: int = 1,
+                   wait: float = 1.0) -> bool:
+        """True when at least one of ``count`` pings from the site's host is answered."""
+        try:
+            await site.host.run("ping", "-n", "-q", "-c", str(count), "-W", str(wait), target,
+                                timeout=count * wait + 5)
+        except LabError:
+            return False
+        return True
+
+    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5)
+
+    async def close(self) -> None:
+        """Tear everything down; safe to call twice and after a partial start."""
+        await asyncio.gather(*(self._terminate(p) for p in self._processes),
+                             return_exceptions=True)
+        self._processes.clear()
+        self._coturn = None
+        await asyncio.gather(*(ns.delete() for ns in self._namespaces), return_exceptions=True)
+        await release_mount_dir(self.mount_dir)
+        await run("rm", "-rf", str(self.workdir), check=False)
