@@ -39,8 +39,9 @@ def _setns_current_thread(path: Path) -> None:
         os.close(fd)
 
 
-async def run(*argv: str, check: bool = True, input: bytes | None = None,
-              timeout: float = 30.0) -> str:
+async def run(
+    *argv: str, check: bool = True, input: bytes | None = None, timeout: float = 30.0
+) -> str:
     """Run a command to completion and return its stdout (text)."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -80,8 +81,9 @@ class Namespace:
     async def delete(self) -> None:
         await run("ip", "netns", "delete", self.name, check=False)
 
-    async def run(self, *argv: str, check: bool = True, input: bytes | None = None,
-                  timeout: float = 30.0) -> str:
+    async def run(
+        self, *argv: str, check: bool = True, input: bytes | None = None, timeout: float = 30.0
+    ) -> str:
         return await run(*self.enter_argv(), *argv, check=check, input=input, timeout=timeout)
 
     async def spawn(self, *argv: str, **kw: Any) -> asyncio.subprocess.Process:

@@ -64,7 +64,7 @@ class Site:
 
     @property
     def public_endpoint(self) -> str:
-        """Where the peer reaches this site's WireGuard (for the port-keeping and port-changing NATs)."""
+        """Where the peer reaches this site's WireGuard (port-keeping and port-changing NATs)."""
         port = self.snat_port if self.nat is NatMode.PORT_CHANGING else WG_PORT
         return f"{self.public_ip}:{port}"
 
@@ -93,10 +93,17 @@ class WireGuard:
     async def wg(self, *args: str, input: bytes | None = None) -> str:
         return await self.site.host.run("wg", *args, input=input)
 
-    async def add_peer(self, public_key: bytes, allowed_ip: str,
-                       endpoint: str | None = None) -> None:
-        args = ["set", self.ifname, "peer", base64.b64encode(public_key).decode(),
-                "allowed-ips", allowed_ip]
+    async def add_peer(
+        self, public_key: bytes, allowed_ip: str, endpoint: str | None = None
+    ) -> None:
+        args = [
+            "set",
+            self.ifname,
+            "peer",
+            base64.b64encode(public_key).decode(),
+            "allowed-ips",
+            allowed_ip,
+        ]
         if endpoint:
             args += ["endpoint", endpoint]
         await self.wg(*args)
@@ -120,8 +127,10 @@ def nat_rules(site: Site, mode: NatMode) -> str:
     if mode is NatMode.ENDPOINT_INDEPENDENT:
         snat = 'oifname "pub" masquerade'
     elif mode is NatMode.PORT_CHANGING:
-        snat = (f'oifname "pub" udp sport {WG_PORT} snat to {site.public_ip}:{site.snat_port}\n'
-                '    oifname "pub" masquerade')
+        snat = (
+            f'oifname "pub" udp sport {WG_PORT} snat to {site.public_ip}:{site.snat_port}\n'
+            '    oifname "pub" masquerade'
+        )
     else:
         snat = 'oifname "pub" masquerade random'
     return f"""
@@ -146,25 +155,51 @@ table inet filter {{
 class Lab:
     """Async context manager that builds, runs and tears down the two-site test bed."""
 
-    def __init__(self, *, nat_a: NatMode = NatMode.PORT_CHANGING,
-                 nat_b: NatMode = NatMode.ENDPOINT_INDEPENDENT, coturn: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        nat_a: NatMode = NatMode.PORT_CHANGING,
+        nat_b: NatMode = NatMode.ENDPOINT_INDEPENDENT,
+        coturn: bool = True,
+    ) -> None:
         self.id = secrets.token_hex(3)
         prefix = f"smd{self.id}"
         self.mount_dir = LAB_RUN_DIR / self.id
         self.workdir = Path(tempfile.mkdtemp(prefix=f"stunmeshd-lab-{self.id}-"))
         self.wan = Namespace(f"{prefix}-wan")
-        self.a = Site("a", Host(f"{prefix}-hostA", self.mount_dir), Namespace(f"{prefix}-natA"),
-                      lan_ip="198.18.1.2", gateway_ip="198.18.1.1", public_ip="198.51.100.10",
-                      wan_ip=WAN_A_IP, nat=nat_a, tunnel_ip="198.19.0.1")
-        self.b = Site("b", Host(f"{prefix}-hostB", self.mount_dir), Namespace(f"{prefix}-natB"),
-                      lan_ip="198.18.2.2", gateway_ip="198.18.2.1", public_ip="203.0.113.20",
-                      wan_ip=WAN_B_IP, nat=nat_b, tunnel_ip="198.19.0.2")
+        self.a = Site(
+            "a",
+            Host(f"{prefix}-hostA", self.mount_dir),
+            Namespace(f"{prefix}-natA"),
+            lan_ip="198.18.1.2",
+            gateway_ip="198.18.1.1",
+            public_ip="198.51.100.10",
+            wan_ip=WAN_A_IP,
+            nat=nat_a,
+            tunnel_ip="198.19.0.1",
+        )
+        self.b = Site(
+            "b",
+            Host(f"{prefix}-hostB", self.mount_dir),
+            Namespace(f"{prefix}-natB"),
+            lan_ip="198.18.2.2",
+            gateway_ip="198.18.2.1",
+            public_ip="203.0.113.20",
+            wan_ip=WAN_B_IP,
+            nat=nat_b,
+            tunnel_ip="198.19.0.2",
+        )
         self.stun_servers = [f"{WAN_A_IP}:{STUN_PORT}", f"{WAN_B_IP}:{STUN_PORT}"]
         self._want_coturn = coturn
         self._coturn: asyncio.subprocess.Process | None = None
         self._processes: list[asyncio.subprocess.Process] = []
-        self._namespaces: list[Namespace] = [self.a.host, self.a.router, self.wan,
-                                             self.b.router, self.b.host]
+        self._namespaces: list[Namespace] = [
+            self.a.host,
+            self.a.router,
+            self.wan,
+            self.b.router,
+            self.b.host,
+        ]
 
     @property
     def sites(self) -> tuple[Site, Site]:
@@ -178,8 +213,12 @@ class Lab:
             raise
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def start(self) -> None:
@@ -193,22 +232,61 @@ class Lab:
         wan = self.wan
         for site, wan_if, prefix_len in ((self.a, "siteA", 24), (self.b, "siteB", 24)):
             host, router = site.host, site.router
-            await host.run("ip", "link", "add", "eth0", "type", "veth",
-                           "peer", "name", "lan", "netns", router.name)
-            await router.run("ip", "link", "add", "pub", "type", "veth",
-                             "peer", "name", wan_if, "netns", wan.name)
-            await host.run("ip", "-batch", "-", input=(
-                f"addr add {site.lan_ip}/24 dev eth0\n"
-                "link set eth0 up\n"
-                f"route add default via {site.gateway_ip}\n").encode())
-            await router.run("ip", "-batch", "-", input=(
-                f"addr add {site.gateway_ip}/24 dev lan\n"
-                f"addr add {site.public_ip}/{prefix_len} dev pub\n"
-                "link set lan up\nlink set pub up\n"
-                f"route add default via {site.wan_ip}\n").encode())
-            await wan.run("ip", "-batch", "-", input=(
-                f"addr add {site.wan_ip}/{prefix_len} dev {wan_if}\n"
-                f"link set {wan_if} up\n").encode())
+            await host.run(
+                "ip",
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "lan",
+                "netns",
+                router.name,
+            )
+            await router.run(
+                "ip",
+                "link",
+                "add",
+                "pub",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                wan_if,
+                "netns",
+                wan.name,
+            )
+            await host.run(
+                "ip",
+                "-batch",
+                "-",
+                input=(
+                    f"addr add {site.lan_ip}/24 dev eth0\n"
+                    "link set eth0 up\n"
+                    f"route add default via {site.gateway_ip}\n"
+                ).encode(),
+            )
+            await router.run(
+                "ip",
+                "-batch",
+                "-",
+                input=(
+                    f"addr add {site.gateway_ip}/24 dev lan\n"
+                    f"addr add {site.public_ip}/{prefix_len} dev pub\n"
+                    "link set lan up\nlink set pub up\n"
+                    f"route add default via {site.wan_ip}\n"
+                ).encode(),
+            )
+            await wan.run(
+                "ip",
+                "-batch",
+                "-",
+                input=(
+                    f"addr add {site.wan_ip}/{prefix_len} dev {wan_if}\nlink set {wan_if} up\n"
+                ).encode(),
+            )
             await router.sysctl("net.ipv4.ip_forward", "1")
             await self.set_nat(site, site.nat, snat_port=site.snat_port)
         await wan.sysctl("net.ipv4.ip_forward", "1")
@@ -226,10 +304,26 @@ class Lab:
         if self._coturn is not None:
             return
         self._coturn = await self.spawn(
-            self.wan, "turnserver", "-n", "--stun-only", "-L", WAN_A_IP, "-L", WAN_B_IP,
-            "-p", str(STUN_PORT), "--no-tls", "--no-dtls", "--no-tcp", "--no-cli",
-            "--no-software-attribute", "--log-file", "stdout", "--simple-log",
-            "--pidfile", str(self.workdir / "turnserver.pid"),
+            self.wan,
+            "turnserver",
+            "-n",
+            "--stun-only",
+            "-L",
+            WAN_A_IP,
+            "-L",
+            WAN_B_IP,
+            "-p",
+            str(STUN_PORT),
+            "--no-tls",
+            "--no-dtls",
+            "--no-tcp",
+            "--no-cli",
+            "--no-software-attribute",
+            "--log-file",
+            "stdout",
+            "--simple-log",
+            "--pidfile",
+            str(self.workdir / "turnserver.pid"),
         )
         await self.wait_udp_listening(self.wan, STUN_PORT, addresses=(WAN_A_IP, WAN_B_IP))
 
@@ -238,9 +332,9 @@ class Lab:
             await self._terminate(self._coturn)
             self._coturn = None
 
-    async def wait_udp_listening(self, ns: Namespace, port: int, *,
-                                 addresses: tuple[str, ...] = ("",),
-                                 timeout: float = 10.0) -> None:
+    async def wait_udp_listening(
+        self, ns: Namespace, port: int, *, addresses: tuple[str, ...] = ("",), timeout: float = 10.0
+    ) -> None:
         """Wait until something listens on udp/``port`` at each of ``addresses``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -252,8 +346,9 @@ class Lab:
                 raise LabError(f"nothing listening on udp/{port} in {ns.name}")
             await asyncio.sleep(0.02)
 
-    async def spawn(self, ns: Namespace, *argv: str,
-                    log_name: str | None = None) -> asyncio.subprocess.Process:
+    async def spawn(
+        self, ns: Namespace, *argv: str, log_name: str | None = None
+    ) -> asyncio.subprocess.Process:
         """Start a program the lab owns (killed at teardown); its output goes to a log file."""
         log_path = self.workdir / f"{log_name or Path(argv[0]).name}-{ns.name}.log"
         with open(log_path, "ab") as log:
@@ -261,40 +356,64 @@ class Lab:
         self._processes.append(proc)
         return proc
 
-    async def start_wireguard(self, site: Site, *, ifname: str = "wg0",
-                              listen_port: int = WG_PORT, tunnel_ip: str | None = None,
-                              private_key: bytes | None = None) -> WireGuard:
+    async def start_wireguard(
+        self,
+        site: Site,
+        *,
+        ifname: str = "wg0",
+        listen_port: int = WG_PORT,
+        tunnel_ip: str | None = None,
+        private_key: bytes | None = None,
+    ) -> WireGuard:
         """Start wireguard-go on a host with a key, a listen port and a tunnel address."""
         key = PrivateKey(private_key) if private_key else PrivateKey.generate()
-        proc = await self.spawn(site.host, "wireguard-go", "-f", ifname,
-                                log_name=f"wireguard-go-{ifname}")
-        wg = WireGuard(site=site, ifname=ifname, listen_port=listen_port,
-                       private_key=bytes(key), public_key=bytes(key.public_key),
-                       tunnel_ip=tunnel_ip or site.tunnel_ip, process=proc)
+        proc = await self.spawn(
+            site.host, "wireguard-go", "-f", ifname, log_name=f"wireguard-go-{ifname}"
+        )
+        wg = WireGuard(
+            site=site,
+            ifname=ifname,
+            listen_port=listen_port,
+            private_key=bytes(key),
+            public_key=bytes(key.public_key),
+            tunnel_ip=tunnel_ip or site.tunnel_ip,
+            process=proc,
+        )
         sock = wg.uapi_dir / f"{ifname}.sock"
         for _ in range(500):
             if sock.exists() or proc.returncode is not None:
                 break
             await asyncio.sleep(0.01)
         if not sock.exists():
-            raise LabError(f"wireguard-go did not start in {site.host.name} "
-                           f"(see {self.workdir})")
+            raise LabError(f"wireguard-go did not start in {site.host.name} (see {self.workdir})")
         key_file = self.workdir / f"{site.host.name}-{ifname}.key"
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(base64.b64encode(bytes(key)).decode() + "\n")
         await wg.wg("set", ifname, "private-key", str(key_file), "listen-port", str(listen_port))
         key_file.unlink()
-        await site.host.run("ip", "-batch", "-", input=(
-            f"addr add {wg.tunnel_ip}/24 dev {ifname}\nlink set {ifname} up\n").encode())
+        await site.host.run(
+            "ip",
+            "-batch",
+            "-",
+            input=(f"addr add {wg.tunnel_ip}/24 dev {ifname}\nlink set {ifname} up\n").encode(),
+        )
         return wg
 
-    async def ping(self, site: Site, target: str, *, count: int = 1,
-                   wait: float = 1.0) -> bool:
+    async def ping(self, site: Site, target: str, *, count: int = 1, wait: float = 1.0) -> bool:
         """True when at least one of ``count`` pings from the site's host is answered."""
         try:
-            await site.host.run("ping", "-n", "-q", "-c", str(count), "-W", str(wait), target,
-                                timeout=count * wait + 5)
+            await site.host.run(
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                str(count),
+                "-W",
+                str(wait),
+                target,
+                timeout=count * wait + 5,
+            )
         except LabError:
             return False
         return True
@@ -308,8 +427,7 @@ class Lab:
 
     async def close(self) -> None:
         """Tear everything down; safe to call twice and after a partial start."""
-        await asyncio.gather(*(self._terminate(p) for p in self._processes),
-                             return_exceptions=True)
+        await asyncio.gather(*(self._terminate(p) for p in self._processes), return_exceptions=True)
         self._processes.clear()
         self._coturn = None
         await asyncio.gather(*(ns.delete() for ns in self._namespaces), return_exceptions=True)
