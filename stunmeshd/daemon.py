@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import inspect
 import logging
 import re
 import sys
 import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from stunmeshd import __version__
 from stunmeshd.config import Config, PluginConfig, load_config, locate_key, normalize_log_level
 from stunmeshd.errors import ConfigError
+from stunmeshd.stores.registry import create_store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -66,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--oneshot",
         action="store_true",
         help="run one discover/publish/fetch/apply cycle for every interface, then exit",
+    )
+    parser.add_argument(
+        "--oneshot-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --oneshot: how long to wait for every peer's record (default 30)",
     )
     parser.add_argument(
         "--bus",
@@ -126,17 +131,11 @@ async def check_stores(config: Config) -> None:
     """Build every plugin's store, without I/O, and close it: bad backend options (a missing
     Cloudflare token, an unusable OpenDHT endpoint) fail ``--check``, not the first refresh.
 
-    Uses ``stunmeshd.stores.registry.create_store`` when it exists; otherwise checks nothing.
     Raises ConfigError naming the file, plugin key and line.
     """
-    create = _registry_create_store()
-    if create is None:
-        return
     for name, plugin in config.plugins.items():
         try:
-            store = create(plugin)
-            if inspect.isawaitable(store):
-                store = await store
+            store = create_store(plugin)
         except ConfigError as exc:
             raise _in_file(exc, config, plugin) from None
         except Exception as exc:
@@ -152,28 +151,9 @@ async def check_stores(config: Config) -> None:
 
 
 def _start(config: Config, args: argparse.Namespace) -> int:
-    try:
-        from stunmeshd.service import run  # the lead's run path
-    except ImportError as exc:
-        if exc.name != "stunmeshd.service":
-            raise
-        _say("daemon not available yet")
-        return EXIT_FAILURE
-    result: Any = run(config, args)
-    if inspect.isawaitable(result):
-        result = asyncio.run(result)
-    return EXIT_OK if result is None else int(result)
+    from stunmeshd.service import run  # imported late: --check needs none of the runtime
 
-
-def _registry_create_store() -> Any:
-    module_name = "stunmeshd.stores.registry"
-    try:
-        registry = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        return None
-    return getattr(registry, "create_store", None)
+    return run(config, args)
 
 
 def _in_file(exc: ConfigError, config: Config, plugin: PluginConfig) -> ConfigError:

@@ -261,11 +261,3 @@ def test_normal_start_hands_config_and_options_to_the_service(
     assert config.source == path and "wg0" in config.interfaces
     assert config.log.level == "debug"  # --log-level overrides log.level
     assert (args.oneshot, args.bus) == (True, "session")
-
-
-def test_normal_start_without_service_module(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setitem(sys.modules, "stunmeshd.service", None)  # import fails as if absent
-    assert main(["-c", str(write(tmp_path, GOOD))]) == 1
-    assert capsys.readouterr().err == "stunmeshd: daemon not available yet\n"
