@@ -1,0 +1,501 @@
+"""Records as DNS TXT records through the Cloudflare v4 API, as stunmesh-go stores them.
+
+Record ``<key>.<subdomain>.<zone>`` (or ``<key>.<zone>``) holds the raw hex value
+(stunmesh-go's internal/plugin/builtin/cloudflare/cloudflare.go). The API quota is 1,200
+requests per 5 minutes per token, so this store is frugal:
+
+- the zone id is looked up once; record ids learned from lookups and writes are cached, so a
+  set costs one PATCH once the id is known and a get costs one list request — at most two
+  requests per peer per cycle;
+- a set whose value equals what the record already holds costs nothing (stunmesh-go skips it
+  too); with ``dedup`` the registry wraps this store in ``DedupStore``, so an unchanged
+  endpoint spends no write at all;
+- every request goes through one budget per token shared by all instances (ratelimit.py);
+  ``429 Retry-After`` pauses that budget, 5xx and transport errors are retried a bounded
+  number of times (never a POST, which could create a duplicate record). A request waits at
+  most ``timeout`` for a budget slot, then fails fast without spending one, because the
+  engine abandons an operation after about that long anyway.
+
+The token never appears in logs, reprs or exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from stunmeshd.config import PluginConfig
+from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.stores.ratelimit import BudgetExhausted, RequestBudget, shared_budget
+
+log = logging.getLogger(__name__)
+
+API_BASE = "https://api.cloudflare.com/client/v4"
+QUOTA_REQUESTS = 1200  # per token ...
+QUOTA_WINDOW = 300.0  # ... per 5 minutes
+TXT_CONTENT_MAX = 2048  # Cloudflare's limit on a TXT record's content
+KEY_RE = re.compile(r"^[0-9a-f]{40}$")
+VALUE_RE = re.compile(r"^[0-9a-f]+$")
+LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+RECORD_NOT_FOUND = 81044  # PATCH of a record someone deleted
+OPTIONS = frozenset({"zone", "token", "subdomain", "api_base"})
+MAX_BODY = 8 << 20
+
+
+class CloudflareAPIError(StoreError):
+    """The API answered with an error; ``status`` and ``codes`` say which."""
+
+    def __init__(self, message: str, *, status: int, codes: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.codes = codes
+
+
+class _Secret:
+    """Holds the token so that no repr, vars() dump or traceback local shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+
+def unquote_txt(content: str) -> str:
+    """TXT content as written: ``"abc" "def"`` -> ``abcdef``; unquoted content is returned as is.
+
+    A TXT string holds 255 bytes, so Cloudflare may return long content as several quoted
+    strings (and newer API versions quote even short content).
+    """
+    text = content.strip()
+    if not text.startswith('"'):
+        return text
+    parts: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            i += 1
+            continue
+        if text[i] != '"':
+            return text  # not a list of quoted strings: leave it for the caller to reject
+        i += 1
+        chunk: list[str] = []
+        while i < n and text[i] != '"':
+            if text[i] == "\\" and i + 1 < n:
+                if text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
+                    chunk.append(chr(int(text[i + 1 : i + 4])))  # RFC 1035 \DDD
+                    i += 4
+                    continue
+                i += 1
+            chunk.append(text[i])
+            i += 1
+        if i >= n:
+            return text  # unterminated quote
+        i += 1
+        parts.append("".join(chunk))
+    return "".join(parts)
+
+
+def _option_str(cfg: PluginConfig, key: str, *, required: bool) -> str:
+    value = cfg.options.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(
+                f"the cloudflare store needs `{key}`", key=f"plugins.{cfg.name}.{key}"
+            )
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"must be a string, not {type(value).__name__}", key=f"plugins.{cfg.name}.{key}"
+        )
+    return value.strip()
+
+
+def _check_hostname(cfg: PluginConfig, key: str, value: str) -> str:
+    name = value.lower().rstrip(".")
+    if not name or len(name) > 253 or not all(LABEL_RE.match(p) for p in name.split(".")):
+        raise ConfigError(
+            f"{value!r} is not a DNS name (letters, digits, hyphens; dot-separated labels)",
+            key=f"plugins.{cfg.name}.{key}",
+        )
+    return name
+
+
+class CloudflareStore:
+    """DNS TXT records in one Cloudflare zone; see the module docstring for the request rules."""
+
+    max_concurrency = 32  # requests in flight per store
+    max_attempts = 3  # per request, for 5xx and transport errors
+    max_rate_limited = 2  # 429 answers tolerated per request
+    retry_base = 0.5  # seconds; doubles per retry, with jitter
+    max_retry_after = QUOTA_WINDOW  # never pause longer than a whole quota window for one 429
+    default_retry_after = 60.0  # a 429 without a usable Retry-After
+    verify_after = 3600.0  # re-read a record we believe current at least this often
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        zone: str,
+        token: str,
+        subdomain: str = "",
+        api_base: str = API_BASE,
+        timeout: float = 10.0,
+        dedup: bool = False,
+    ) -> None:
+        self.name = name
+        self.zone = zone
+        self.subdomain = subdomain
+        self.api_base = api_base.rstrip("/")
+        self.timeout = timeout
+        # Wait at most this long for a budget slot, else fail fast (booking nothing): the
+        # engine abandons an operation after about ``timeout`` anyway.
+        self.max_budget_wait = timeout
+        self.dedup = dedup  # informational: the registry wraps DedupStore for dedup: true
+        self._token = _Secret(token)
+        self._budget = shared_budget(
+            self.api_base, token, limit=QUOTA_REQUESTS, window=QUOTA_WINDOW
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._zone_lock: asyncio.Lock | None = None
+        self._zone_id: str | None = None
+        # fqdn -> (record id, content, monotonic time we learned it)
+        self._records: dict[str, tuple[str, str, float]] = {}
+        self._key_locks: dict[str, asyncio.Lock] = {}
+
+    @classmethod
+    def from_config(cls, cfg: PluginConfig) -> Self:
+        """Validate the plugin's options (no I/O). Raises ConfigError naming the key."""
+        zone = _check_hostname(cfg, "zone", _option_str(cfg, "zone", required=True))
+        token = _option_str(cfg, "token", required=True)
+        if not token or any(c.isspace() or not c.isprintable() for c in token):
+            raise ConfigError(
+                "must be a non-empty API token without spaces or control characters",
+                key=f"plugins.{cfg.name}.token",
+            )
+        subdomain = _option_str(cfg, "subdomain", required=False)
+        if subdomain:
+            subdomain = _check_hostname(cfg, "subdomain", subdomain)
+        api_base = _option_str(cfg, "api_base", required=False) or API_BASE
+        parts = urlsplit(api_base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                "must be an http:// or https:// URL", key=f"plugins.{cfg.name}.api_base"
+            )
+        if not cfg.timeout > 0:
+            raise ConfigError("must be more than 0", key=f"plugins.{cfg.name}.timeout")
+        for unknown in sorted(set(cfg.options) - OPTIONS):
+            log.warning("unknown option ignored plugin=%s key=%s", cfg.name, unknown)
+        return cls(
+            cfg.name,
+            zone=zone,
+            token=token,
+            subdomain=subdomain,
+            api_base=api_base,
+            timeout=float(cfg.timeout),
+            dedup=cfg.dedup,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"CloudflareStore(name={self.name!r}, zone={self.zone!r}, "
+            f"subdomain={self.subdomain!r}, api_base={self.api_base!r})"
+        )
+
+    @property
+    def budget(self) -> RequestBudget:
+        """The request budget shared by every store using this token at this API base."""
+        return self._budget
+
+    def record_name(self, key: str) -> str:
+        """The TXT record's name for a record key (stunmesh-go's naming)."""
+        if self.subdomain:
+            return f"{key}.{self.subdomain}.{self.zone}"
+        return f"{key}.{self.zone}"
+
+    # -- the Store protocol ---------------------------------------------------------------
+
+    async def get(self, key: str) -> str | None:
+        """The TXT content under ``key`` (quotes stripped, strings joined), or None."""
+        fqdn = self.record_name(_check_key(key))
+        found = await self._lookup(fqdn)
+        if found is None:
+            return None
+        return found[1] or None
+
+    async def set(self, key: str, value: str) -> None:
+        """Write ``value`` under ``key``: PATCH when the record id is known, else look up first."""
+        fqdn = self.record_name(_check_key(key))
+        if not isinstance(value, str) or not VALUE_RE.match(value):
+            raise StoreError("cloudflare: the value must be lower-case hex")
+        if len(value) > TXT_CONTENT_MAX:
+            raise StoreError(
+                f"cloudflare: value of {len(value)} chars exceeds the TXT limit of "
+                f"{TXT_CONTENT_MAX}"
+            )
+        lock = self._key_locks.setdefault(fqdn, asyncio.Lock())
+        async with lock:
+            known = self._records.get(fqdn)
+            if known is not None and time.monotonic() - known[2] > self.verify_after:
+                known = None  # someone may have deleted or changed it: look again
+            if known is None:
+                found = await self._lookup(fqdn)
+            else:
+                found = known[:2]
+            if found is not None and found[1] == value:
+                log.debug("cloudflare set skipped, unchanged name=%s", fqdn)
+                return
+            if found is not None:
+                try:
+                    await self._patch(fqdn, found[0], value)
+                    return
+                except CloudflareAPIError as exc:
+                    if RECORD_NOT_FOUND not in exc.codes and exc.status != 404:
+                        raise
+                    self._records.pop(fqdn, None)
+                    log.info("cloudflare record vanished, looking again name=%s", fqdn)
+                    found = await self._lookup(fqdn)
+                    if found is not None:
+                        await self._patch(fqdn, found[0], value)
+                        return
+            await self._create(fqdn, value)
+
+    async def close(self) -> None:
+        """Close the HTTP session (a later call opens a new one)."""
+        session, self._session = self._session, None
+        self._slots = None
+        self._zone_lock = None
+        self._key_locks.clear()
+        if session is not None:
+            await session.close()
+
+    # -- API calls --------------------------------------------------------------------------
+
+    async def _zone(self) -> str:
+        if self._zone_id is not None:
+            return self._zone_id
+        if self._zone_lock is None:
+            self._zone_lock = asyncio.Lock()
+        async with self._zone_lock:
+            if self._zone_id is None:
+                data = await self._call("GET", "/zones", params={"name": self.zone})
+                result = data.get("result")
+                if not isinstance(result, list) or not result:
+                    raise StoreError(
+                        f"cloudflare: zone not found: {self.zone} "
+                        "(check the zone name and that the token may read it)"
+                    )
+                zone_id = result[0].get("id") if isinstance(result[0], dict) else None
+                if not isinstance(zone_id, str) or not zone_id:
+                    raise StoreError("cloudflare: the zone lookup answered without an id")
+                self._zone_id = zone_id
+            return self._zone_id
+
+    async def _lookup(self, fqdn: str) -> tuple[str, str] | None:
+        """(record id, content) of the TXT record named ``fqdn``, or None; caches the id."""
+        zone_id = await self._zone()
+        data = await self._call(
+            "GET", f"/zones/{zone_id}/dns_records", params={"type": "TXT", "name": fqdn}
+        )
+        result = data.get("result")
+        if not isinstance(result, list) or not result:
+            self._records.pop(fqdn, None)
+            return None
+        if len(result) > 1:
+            log.warning("cloudflare has %d TXT records, using the first name=%s", len(result), fqdn)
+        return self._remember(fqdn, result[0])
+
+    async def _patch(self, fqdn: str, record_id: str, value: str) -> None:
+        zone_id = await self._zone()
+        data = await self._call(
+            "PATCH", f"/zones/{zone_id}/dns_records/{record_id}", body={"content": value}
+        )
+        if self._remember(fqdn, data.get("result"), fallback_id=record_id) is None:
+            self._records[fqdn] = (record_id, value, time.monotonic())
+
+    async def _create(self, fqdn: str, value: str) -> None:
+        zone_id = await self._zone()
+        body = {"type": "TXT", "name": fqdn, "content": value, "comment": "Stunmesh"}
+        data = await self._call("POST", f"/zones/{zone_id}/dns_records", body=body)
+        if self._remember(fqdn, data.get("result")) is None:
+            self._records.pop(fqdn, None)  # created, but the id is unknown: look up next time
+
+    def _remember(
+        self, fqdn: str, record: Any, *, fallback_id: str | None = None
+    ) -> tuple[str, str] | None:
+        if not isinstance(record, Mapping):
+            return None
+        record_id = record.get("id") or fallback_id
+        content = record.get("content")
+        if not isinstance(record_id, str) or not isinstance(content, str):
+            return None
+        content = unquote_txt(content)
+        self._records[fqdn] = (record_id, content, time.monotonic())
+        return record_id, content
+
+    # -- transport --------------------------------------------------------------------------
+
+    def _session_for_loop(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        if self._session is None or self._session.closed or self._slots is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"User-Agent": "stunmeshd"},
+            )
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+        return self._session, self._slots
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One API call under the budget, with bounded retries; returns the JSON envelope."""
+        session, slots = self._session_for_loop()
+        retryable = method != "POST"  # a repeated POST may create a second record
+        what = f"{method} {path}"
+        failures = rate_limited = 0
+        async with slots:
+            while True:
+                try:
+                    await self._budget.acquire(max_wait=self.max_budget_wait)
+                except BudgetExhausted as exc:
+                    raise StoreError(f"cloudflare: {what}: {exc}") from None
+                try:
+                    status, headers, raw = await self._send(session, method, path, params, body)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    failures += 1
+                    reason = _transport_reason(exc)
+                    log.warning("cloudflare request failed call=%r reason=%s", what, reason)
+                    if not retryable or failures >= self.max_attempts:
+                        raise StoreError(f"cloudflare: {what}: {reason}") from None
+                    await self._backoff(failures)
+                    continue
+                log.debug("cloudflare call=%r status=%d", what, status)
+                if status == 429:
+                    rate_limited += 1
+                    pause = _retry_after(headers.get("Retry-After"), self.default_retry_after)
+                    pause = min(pause, self.max_retry_after)
+                    self._budget.pause(pause)
+                    log.warning("cloudflare rate limited call=%r pause=%.0fs", what, pause)
+                    if rate_limited > self.max_rate_limited:
+                        raise CloudflareAPIError(
+                            f"cloudflare: {what}: rate limited (HTTP 429), retry in {pause:.0f} s",
+                            status=429,
+                        )
+                    continue
+                if status >= 500 and retryable and failures + 1 < self.max_attempts:
+                    failures += 1
+                    log.warning("cloudflare server error call=%r status=%d", what, status)
+                    await self._backoff(failures)
+                    continue
+                return _envelope(what, status, raw)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Mapping[str, Any] | None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        headers = {"Authorization": f"Bearer {self._token.reveal()}"}
+        async with session.request(
+            method,
+            self.api_base + path,
+            params=params,
+            json=body,
+            headers=headers,
+            allow_redirects=False,  # never hand the token to another host
+        ) as resp:
+            raw = await _read_bounded(resp, MAX_BODY)
+            return resp.status, resp.headers, raw
+
+    async def _backoff(self, failures: int) -> None:
+        delay = self.retry_base * 2 ** (failures - 1)
+        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, but no more than ``limit`` + 1 bytes (more means "too big")."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)[: limit + 1]
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        raise StoreError("cloudflare: the key must be 40 lower-case hex characters")
+    return key
+
+
+def _retry_after(value: str | None, default: float) -> float:
+    """Seconds from a Retry-After header (delta seconds; an HTTP date counts as ``default``)."""
+    if value is None:
+        return default
+    with contextlib.suppress(ValueError):
+        seconds = float(value.strip())
+        if seconds >= 0 and seconds == seconds:  # not NaN
+            return seconds
+    return default
+
+
+def _transport_reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    # aiohttp's messages name host and port, never request headers
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _envelope(what: str, status: int, raw: bytes) -> dict[str, Any]:
+    """The API's JSON envelope; CloudflareAPIError with the API's own messages on failure."""
+    if len(raw) > MAX_BODY:
+        raise StoreError(f"cloudflare: {what}: answer larger than {MAX_BODY} bytes")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise CloudflareAPIError(
+            f"cloudflare: {what}: HTTP {status}, answer is not a JSON object", status=status
+        )
+    errors = data.get("errors") if isinstance(data.get("errors"), list) else []
+    if status < 400 and data.get("success") is True:
+        return data
+    codes: list[int] = []
+    messages: list[str] = []
+    for err in errors:
+        if isinstance(err, Mapping):
+            code = err.get("code")
+            if isinstance(code, int):
+                codes.append(code)
+            text = str(err.get("message", "")).strip()[:200]
+            messages.append(f"{code}: {text}" if code is not None else text)
+    detail = "; ".join(m for m in messages if m) or "no error message"
+    raise CloudflareAPIError(
+        f"cloudflare: {what}: HTTP {status}: {detail}", status=status, codes=tuple(codes)
+    )

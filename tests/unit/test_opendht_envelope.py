@@ -1,0 +1,337 @@
+"""OpenDHT envelopes byte for byte as stunmesh-go writes them, the reader's hardening, the
+options, and fail-over against a stand-in proxy (the real dhtnode runs in tests/e2e)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from stunmeshd.config import PluginConfig
+from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.stores.opendht import (
+    OpenDHTStore,
+    decode_values,
+    encode_envelope,
+    encode_put_body,
+    parse_duration,
+)
+
+KEY = "3061b8fcbdb6972059518f1adc3590dca6a5f352"
+NOW = 1_700_000_000
+VALUE = "000102030405060708090a0b0c0d0e0f1011121314151617"
+# Written out from wire-format.md's field order, then base64 (standard alphabet, padded).
+ENVELOPE = (
+    b'{"magic":"stunmesh-v1","ts":1700000000,'
+    b'"data":"000102030405060708090a0b0c0d0e0f1011121314151617"}'
+)
+ENVELOPE_B64 = (
+    "eyJtYWdpYyI6InN0dW5tZXNoLXYxIiwidHMiOjE3MDAwMDAwMDAsImRhdGEiOiIwMDAxMDIwMzA0MDUwNjA3"
+    "MDgwOTBhMGIwYzBkMGUwZjEwMTExMjEzMTQxNTE2MTcifQ=="
+)
+
+
+def config(**options: Any) -> PluginConfig:
+    dedup = options.pop("dedup", False)
+    timeout = options.pop("plugin_timeout", 10.0)
+    return PluginConfig(
+        name="dht", type="builtin", builtin="opendht", dedup=dedup, timeout=timeout,
+        options=options,
+    )  # fmt: skip
+
+
+def line(magic: str, ts: Any, data: Any, **extra: Any) -> bytes:
+    """One value as dhtnode's proxy reports it: JSON with base64 ``data``, ``id``, ``type``."""
+    env = json.dumps({"magic": magic, "ts": ts, "data": data}).encode()
+    return json.dumps({"data": base64.b64encode(env).decode(), "id": "1", "type": 0}).encode()
+
+
+def raw_line(payload: bytes) -> bytes:
+    return json.dumps({"data": base64.b64encode(payload).decode(), "id": "2", "type": 0}).encode()
+
+
+# -- bytes on the wire ----------------------------------------------------------------------
+
+
+def test_envelope_bytes_are_stunmesh_gos() -> None:
+    assert encode_envelope("stunmesh-v1", NOW, VALUE) == ENVELOPE
+    assert encode_put_body(ENVELOPE) == b'{"data":"' + ENVELOPE_B64.encode() + b'"}'
+
+
+def test_magic_is_escaped_like_go() -> None:
+    # Go's encoding/json escapes <, > and & (HTML-safe); a custom magic must match byte for byte
+    assert (
+        encode_envelope("a<b>&c", 1, "ff")
+        == b'{"magic":"a\\u003cb\\u003e\\u0026c","ts":1,"data":"ff"}'
+    )
+
+
+async def test_set_posts_exactly_that_body(proxy: Proxy) -> None:
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW + 0.9)
+    try:
+        await store.set(KEY, VALUE)
+    finally:
+        await store.close()
+    assert proxy.seen == [("POST", f"/key/{KEY}", ENVELOPE_B64)]
+    assert proxy.content_types == ["application/json"]
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def decode(*lines: bytes, magic: str = "stunmesh-v1") -> list[tuple[int, str]]:
+    return decode_values(b"\n".join(lines) + b"\n", magic, now=NOW, max_future_skew=300)
+
+
+def test_newest_first_without_repeats() -> None:
+    got = decode(
+        line("stunmesh-v1", NOW - 300, "aa"),
+        line("stunmesh-v1", NOW, "cc"),
+        line("stunmesh-v1", NOW - 100, "bb"),
+        line("stunmesh-v1", NOW, "cc"),
+    )
+    assert got == [(NOW, "cc"), (NOW - 100, "bb"), (NOW - 300, "aa")]
+
+
+def test_forgeries_and_garbage_are_ignored() -> None:
+    honest = line("stunmesh-v1", NOW - 60, "abcd")
+    got = decode(
+        b"not json at all",
+        b"[1, 2, 3]",
+        b'{"nodata": 1}',
+        b'{"data": "!!! not base64 !!!"}',
+        raw_line(b"\xff\xfe binary, not JSON"),
+        raw_line(b'"a JSON string, not an object"'),
+        line("someone-else", NOW + 10, "eeee"),  # wrong magic
+        line("stunmesh-v1", NOW + 3600, "ffff"),  # an hour ahead: would outrank all
+        line("stunmesh-v1", str(NOW), "1111"),  # ts as a string
+        line("stunmesh-v1", NOW + 0.5, "2222"),  # ts not an integer
+        line("stunmesh-v1", True, "3333"),  # ts a boolean
+        line("stunmesh-v1", NOW, "not hex"),
+        line("stunmesh-v1", NOW, 1234),
+        honest,
+        b"",
+        b"   ",
+    )
+    assert got == [(NOW - 60, "abcd")]
+
+
+def test_small_clock_skew_is_tolerated() -> None:
+    got = decode(line("stunmesh-v1", NOW - 5, "aa"), line("stunmesh-v1", NOW + 299, "bb"))
+    assert got[0] == (NOW + 299, "bb")
+
+
+def test_custom_magic() -> None:
+    got = decode(line("stunmesh-v1", NOW, "aa"), line("mesh-2", NOW - 9, "bb"), magic="mesh-2")
+    assert got == [(NOW - 9, "bb")]
+
+
+def test_what_set_writes_get_reads() -> None:
+    body = encode_put_body(encode_envelope("stunmesh-v1", NOW, VALUE))
+    assert decode(body) == [(NOW, VALUE)]
+
+
+# -- options --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"endpoint": "https://a.example"}, ("https://a.example",)),
+        ({"endpoints": ["https://a.example", "http://b.example:8080/"]},
+         ("https://a.example", "http://b.example:8080")),
+        ({"endpoint": "https://first.example", "endpoints": ["https://b.example"]},
+         ("https://first.example", "https://b.example")),
+        ({"endpoint": "https://a.example", "endpoints": ["https://b.example", "https://a.example/"]},
+         ("https://a.example", "https://b.example")),
+        ({"endpoint": "", "endpoints": "https://only.example"}, ("https://only.example",)),
+    ],
+)  # fmt: skip
+def test_endpoint_then_endpoints_in_order(options: dict[str, Any], expected: tuple[str]) -> None:
+    assert OpenDHTStore.from_config(config(**options)).endpoints == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "key", "fragment"),
+    [
+        ({}, "plugins.dht.endpoints", "there is no default"),
+        ({"endpoint": "dhtproxy.jami.net"}, "plugins.dht.endpoint", "http:// or https://"),
+        ({"endpoints": ["https://ok.example", "ftp://x"]}, "plugins.dht.endpoints[1]", "http://"),
+        ({"endpoints": 42}, "plugins.dht.endpoints", "list"),
+        ({"endpoints": [42]}, "plugins.dht.endpoints[0]", "string"),
+        ({"endpoint": "https://a.example", "magic": 7}, "plugins.dht.magic", "string"),
+        ({"endpoint": "https://a.example", "timeout": "soon"}, "plugins.dht.timeout", "duration"),
+        ({"endpoint": "https://a.example", "timeout": 0}, "plugins.dht.timeout", "more than 0"),
+        ({"endpoint": "https://a.example", "dedup": True}, "plugins.dht.dedup", "expire"),
+    ],
+)
+def test_bad_options_name_the_key(options: dict[str, Any], key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        OpenDHTStore.from_config(config(**options))
+    assert err.value.key == key
+    assert fragment in str(err.value)
+
+
+def test_defaults() -> None:
+    store = OpenDHTStore.from_config(config(endpoint="https://a.example", plugin_timeout=12.0))
+    assert store.magic == "stunmesh-v1"
+    assert store.timeout == 12.0  # the plugin's generic timeout
+    assert store.dedup is False
+    assert store.republish_interval < 600 / 2  # refreshed at least twice per expiry
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("20s", 20.0), ("1m30s", 90.0), ("1.5s", 1.5), ("500ms", 0.5), (30, 30.0)],
+)
+def test_timeout_option(value: Any, seconds: float) -> None:
+    assert parse_duration(value, key="k") == seconds
+    store = OpenDHTStore.from_config(config(endpoint="https://a.example", timeout=value))
+    assert store.timeout == seconds
+
+
+# -- talking to a proxy ---------------------------------------------------------------------
+
+
+class Proxy:
+    """A stand-in for one dhtnode proxy: records requests, answers as told."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None]] = []
+        self.content_types: list[str] = []
+        self.status = 200
+        self.body = b""
+        self.streamed: list[bytes] | None = None  # lines sent one chunk at a time, like dhtnode
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        data = json.loads(raw)["data"] if raw else None
+        self.seen.append((request.method, request.path, data))
+        self.content_types.append(request.content_type)
+        if self.streamed is None:
+            return web.Response(status=self.status, body=self.body, content_type="application/json")
+        resp = web.StreamResponse(status=self.status)
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        for chunk in self.streamed:
+            await resp.write(chunk + b"\n")
+            await asyncio.sleep(0.01)  # values trickle in as the DHT finds them
+        await resp.write_eof()
+        return resp
+
+
+StartProxy = Callable[[], Awaitable[Proxy]]
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[StartProxy]:
+    """Starts stand-in proxies on 127.0.0.1 (random ports); stops them after the test."""
+    runners: list[web.AppRunner] = []
+
+    async def start() -> Proxy:
+        p = Proxy()
+        app = web.Application()
+        app.router.add_route("*", "/key/{key}", p.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        p.url = f"http://{host}:{port}"
+        return p
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def proxy(proxies: StartProxy) -> Proxy:
+    return await proxies()
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(502, b'{"err":"Put failed"}'), (400, b'{"err:":"Incorrect JSON"}'), (404, b"")],
+)  # 502 is what a lone dhtnode answers a put
+async def test_a_failed_put_moves_to_the_next_endpoint(
+    proxies: StartProxy, status: int, body: bytes
+) -> None:
+    lone, good = await proxies(), await proxies()
+    lone.status, lone.body = status, body
+    store = OpenDHTStore("dht", endpoints=[lone.url, good.url], clock=lambda: NOW)
+    try:
+        await store.set(KEY, VALUE)
+    finally:
+        await store.close()
+    assert len(lone.seen) == len(good.seen) == 1
+
+
+async def test_an_empty_answer_is_an_answer(proxies: StartProxy) -> None:
+    first, second = await proxies(), await proxies()
+    store = OpenDHTStore("dht", endpoints=[first.url, second.url], clock=lambda: NOW)
+    try:
+        assert await store.get(KEY) is None
+        assert await store.get_all(KEY) == []
+    finally:
+        await store.close()
+    assert len(first.seen) == 2 and second.seen == []
+
+
+async def test_every_failure_is_named(proxies: StartProxy) -> None:
+    first = await proxies()
+    first.status, first.body = 500, b"first is unhappy"
+    store = OpenDHTStore("dht", endpoints=[first.url, "http://127.0.0.1:9"], clock=lambda: NOW)
+    try:
+        with pytest.raises(StoreError) as err:
+            await store.get(KEY)
+    finally:
+        await store.close()
+    message = str(err.value)
+    assert first.url in message and "first is unhappy" in message
+    assert "http://127.0.0.1:9" in message
+
+
+async def test_get_returns_the_newest_acceptable(proxy: Proxy) -> None:
+    proxy.body = b"\n".join(
+        [
+            line("stunmesh-v1", NOW - 200, "aa"),
+            line("stunmesh-v1", NOW + 7200, "ff"),  # forged, far future
+            line("stunmesh-v1", NOW - 100, "bb"),
+        ]
+    )
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    try:
+        assert await store.get(KEY) == "bb"
+        assert await store.get_all(KEY) == [(NOW - 100, "bb"), (NOW - 200, "aa")]
+    finally:
+        await store.close()
+
+
+async def test_values_streamed_one_by_one_are_all_read(proxy: Proxy) -> None:
+    proxy.streamed = [line("stunmesh-v1", NOW - i, f"{i:02x}") for i in range(5)]
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    try:
+        got = await store.get_all(KEY)
+    finally:
+        await store.close()
+    assert got == [(NOW - i, f"{i:02x}") for i in range(5)]
+
+
+@pytest.mark.parametrize("key", ["", "abc", KEY[:-1] + "z", "../../node/info"])
+async def test_bad_keys_never_reach_the_proxy(proxy: Proxy, key: str) -> None:
+    store = OpenDHTStore("dht", endpoints=[proxy.url])
+    try:
+        with pytest.raises(StoreError, match="40 hex"):
+            await store.get(key)
+        with pytest.raises(StoreError, match="40 hex"):
+            await store.set(key, "aa")
+    finally:
+        await store.close()
+    assert proxy.seen == []
