@@ -1,0 +1,34 @@
+"""WireGuard backends: wireguard-go through UAPI, kernel WireGuard through generic netlink.
+
+``backend_for`` picks one per interface the way ``wg`` does: a UAPI socket for the interface
+means a userspace implementation owns it; otherwise it is the kernel's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, WireGuardBackend
+from stunmeshd.wireguard.netlink import NetlinkBackend
+from stunmeshd.wireguard.uapi import DEFAULT_SOCKET_DIR, UapiBackend
+
+__all__ = [
+    "DeviceInfo",
+    "NetlinkBackend",
+    "PeerInfo",
+    "UapiBackend",
+    "WireGuardBackend",
+    "backend_for",
+]
+
+
+def backend_for(ifname: str, *, uapi_dir: Path = DEFAULT_SOCKET_DIR) -> WireGuardBackend:
+    """The backend that drives ``ifname``: wireguard-go when its UAPI socket exists, else kernel.
+
+    Only a stat: the choice is made when called, so a caller that saw DeviceNotFound can ask
+    again once the interface (or wireguard-go) has come up.
+    """
+    uapi = UapiBackend(uapi_dir)
+    if uapi.has_device(ifname):
+        return uapi
+    return NetlinkBackend()

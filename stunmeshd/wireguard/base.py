@@ -39,8 +39,9 @@ class WireGuardBackend(Protocol):
         """Read keys, port, fwmark and peers. Raises DeviceNotFound / WireGuardError."""
         ...
 
-    async def set_endpoint(self, ifname: str, public_key: bytes, endpoint: str, *,
-                           keepalive: int | None = None) -> None:
+    async def set_endpoint(
+        self, ifname: str, public_key: bytes, endpoint: str, *, keepalive: int | None = None
+    ) -> None:
         """Set one existing peer's endpoint (update-only: never creates a peer).
 
         With ``keepalive`` set, also set persistent_keepalive_interval in the same request:
