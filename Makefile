@@ -8,7 +8,9 @@ DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nft
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
            systemd procps
 
-.PHONY: all deps venv test lint demo clean bench-stun_overhead
+BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
+
+.PHONY: all deps venv test lint demo clean $(addprefix bench-,$(BENCHES))
 
 all: test
 
@@ -21,7 +23,7 @@ deps:
 $(VENV)/.installed: pyproject.toml
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
 venv: $(VENV)/.installed
@@ -33,8 +35,13 @@ lint: venv
 	$(VENV)/bin/ruff check stunmeshd tests bench
 	$(VENV)/bin/ruff format --check stunmeshd tests bench
 
-bench-stun_overhead: deps venv
-	$(PY) bench/stun_overhead.py
+# The lab: two hosts behind NAT connect with stunmeshd (network namespaces; run as root).
+demo: deps venv
+	$(PY) -m stunmeshd.lab.demo
+
+# Benchmarks print their figures as key=value pairs on their last line (run as root).
+$(addprefix bench-,$(BENCHES)): bench-%: deps venv
+	$(PY) bench/$*.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
