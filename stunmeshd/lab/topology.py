@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -22,6 +23,7 @@ from types import TracebackType
 
 from nacl.public import PrivateKey
 
+from stunmeshd.lab.dht import DhtCluster, start_dht_nodes
 from stunmeshd.lab.netns import (
     Host,
     LabError,
@@ -152,6 +154,34 @@ table inet filter {{
 """
 
 
+def lab_owners() -> dict[str, int]:
+    """Lab id -> the pid of the process that built it."""
+    owners = {}
+    for owner in LAB_RUN_DIR.glob("*/owner"):
+        with contextlib.suppress(OSError, ValueError):
+            owners[owner.parent.name] = int(owner.read_text())
+    return owners
+
+
+async def reap_stale_labs() -> None:
+    """Tear down labs whose builder died without cleaning up (killed by a timeout, say)."""
+    for lab_id, pid in lab_owners().items():
+        if Path(f"/proc/{pid}").exists():
+            continue
+        names = [n for n in (await run("ip", "netns", "list")).split()
+                 if n.startswith(f"smd{lab_id}-")]
+        for name in names:
+            pids = (await run("ip", "netns", "pids", name, check=False)).split()
+            for victim in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(victim), signal.SIGKILL)
+        for name in names:
+            mount_ns = LAB_RUN_DIR / lab_id / f"{name}.mnt"
+            await run("umount", str(mount_ns), check=False)
+            await run("ip", "netns", "delete", name, check=False)
+        await release_mount_dir(LAB_RUN_DIR / lab_id)
+
+
 class Lab:
     """Async context manager that builds, runs and tears down the two-site test bed."""
 
@@ -192,6 +222,7 @@ class Lab:
         self.stun_servers = [f"{WAN_A_IP}:{STUN_PORT}", f"{WAN_B_IP}:{STUN_PORT}"]
         self._want_coturn = coturn
         self._coturn: asyncio.subprocess.Process | None = None
+        self.dht: DhtCluster | None = None
         self._processes: list[asyncio.subprocess.Process] = []
         self._namespaces: list[Namespace] = [
             self.a.host,
@@ -222,7 +253,9 @@ class Lab:
         await self.close()
 
     async def start(self) -> None:
+        await reap_stale_labs()
         await private_mount_dir(self.mount_dir)
+        (self.mount_dir / "owner").write_text(f"{os.getpid()}\n")
         await asyncio.gather(*(ns.create() for ns in self._namespaces))
         await self._wire()
         if self._want_coturn:
@@ -327,6 +360,17 @@ class Lab:
         )
         await self.wait_udp_listening(self.wan, STUN_PORT, addresses=(WAN_A_IP, WAN_B_IP))
 
+    async def start_dht(self, count: int = 3) -> list[str]:
+        """A private OpenDHT network in the wan: ``count`` dhtnodes with REST proxies.
+
+        Returns the proxy URLs as the hosts reach them (through their NATs).
+        """
+        if self.dht is None:
+            self.dht = await start_dht_nodes(
+                self.wan, count=count, host=WAN_A_IP, spawn=functools.partial(self.spawn, self.wan)
+            )
+        return self.dht.urls
+
     async def stop_coturn(self) -> None:
         if self._coturn is not None:
             await self._terminate(self._coturn)
@@ -430,6 +474,7 @@ class Lab:
         await asyncio.gather(*(self._terminate(p) for p in self._processes), return_exceptions=True)
         self._processes.clear()
         self._coturn = None
+        self.dht = None
         await asyncio.gather(*(ns.delete() for ns in self._namespaces), return_exceptions=True)
         await release_mount_dir(self.mount_dir)
         await run("rm", "-rf", str(self.workdir), check=False)

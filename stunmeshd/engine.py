@@ -1,0 +1,1027 @@
+"""The engine: one worker per managed WireGuard interface — discover, publish, fetch, apply.
+
+Scheduling rules (why they are what they are):
+- A full cycle runs at start, every ``refresh_interval`` (or sooner when a store's records
+  expire), and on request; concurrent requests coalesce into one cycle.
+- A peer whose record is not there yet is re-fetched with a short backoff (1 s doubling, capped
+  at the refresh interval): two hosts started together connect in about a second instead of a
+  whole interval.
+- While a peer has no handshake, our NAT mapping is kept warm by re-running STUN at most every
+  25 s, and republished if it moved.
+- An endpoint WireGuard roamed to (a recent authenticated handshake from elsewhere) is not
+  overwritten by an older record.
+- A store, STUN or WireGuard failure never stops the worker: the state says why, the last good
+  endpoint stays, the next try comes with backoff.
+
+The engine knows nothing of D-Bus: it writes ``model`` state and emits its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from stunmeshd import crypto
+from stunmeshd.config import Config, InterfaceConfig, PeerConfig, PluginConfig
+from stunmeshd.discovery import Discovery, StunSettings, discover
+from stunmeshd.errors import (
+    DeviceNotFound,
+    RecordError,
+    StoreError,
+    StunError,
+    StunmeshError,
+    WireGuardError,
+)
+from stunmeshd.health import TrafficWatch, ping
+from stunmeshd.model import (
+    DeviceState,
+    DeviceStatus,
+    EndpointChanged,
+    ManagerState,
+    Model,
+    NatMapping,
+    PeerState,
+    PeerStatus,
+    RefreshCompleted,
+)
+from stunmeshd.stores.base import Store
+from stunmeshd.stores.dedup import publish
+from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, WireGuardBackend
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RECENT_HANDSHAKE = 180.0  # s: WireGuard drops sessions older than this (REJECT_AFTER_TIME)
+HANDSHAKE_GRACE = 15.0  # s after setting an endpoint before we say the tunnel did not form
+WARM_INTERVAL = 25.0  # s: re-STUN at most this often while a peer lacks a handshake
+FETCH_BACKOFF_START = 1.0  # s
+DEVICE_BACKOFF_START = 1.0  # s, for a missing device or failed discovery
+DEVICE_BACKOFF_CAP = 30.0
+KICK_KEEPALIVE = 25  # s: persistent keepalive set on peers that have none (NAT needs it)
+POLL_FAST = 1.0  # s: device poll while a handshake is awaited
+POLL_SLOW = 2.0  # s: device poll otherwise: handshake age, rx/tx, a stalled path
+STORE_CONCURRENCY = 32  # store operations in flight per device
+STORE_GRACE = 5.0  # s on top of a plugin's own timeout, against stores that ignore theirs
+
+BackendFactory = Callable[[str], WireGuardBackend]
+StoreFactory = Callable[[PluginConfig], Store]
+
+
+def now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+class Backoff:
+    """Doubling delay between ``start`` and ``cap``."""
+
+    def __init__(self, start: float, cap: float) -> None:
+        self.start, self.cap, self._next = start, cap, start
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.start
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    ok: bool
+    error: str = ""
+    cause: type[StunmeshError] | None = None
+
+
+@dataclass(eq=False)
+class PeerRuntime:
+    """The engine's private per-peer bookkeeping; public state lives in ``status``."""
+
+    cfg: PeerConfig
+    status: PeerStatus
+    store: Store
+    fetch_backoff: Backoff
+    next_fetch: float | None = None  # loop time of the next re-fetch outside full cycles
+    next_publish: float | None = None  # loop time of a publish retry after a failure
+    publish_backoff: Backoff = field(default_factory=lambda: Backoff(FETCH_BACKOFF_START, 60.0))
+    applied_at: float | None = None  # loop time we last set its endpoint
+    guard: crypto.RecordGuard = field(default_factory=crypto.RecordGuard)
+    traffic: TrafficWatch = field(default_factory=TrafficWatch)
+    next_ping: float | None = None  # loop time of the next ICMP check (ping settings)
+    ping_failures: int = 0
+
+
+class DeviceWorker:
+    """Keeps one WireGuard interface's endpoint published and its peers' endpoints applied."""
+
+    def __init__(self, engine: Engine, cfg: InterfaceConfig) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self.loop = asyncio.get_running_loop()
+        self.backend = engine.backend_factory(cfg.name)
+        # Detached until the device is seen: a Device object exists on the bus only while the
+        # interface does, and a re-created interface gets a fresh object (and number).
+        self.status = self._detached_status()
+        self.peers: dict[bytes, PeerRuntime] = {}
+        self._guards: dict[bytes, crypto.RecordGuard] = {}  # outlive re-created devices
+        self.info: DeviceInfo | None = None
+        self.discovery = Discovery()
+        self.device_backoff = Backoff(DEVICE_BACKOFF_START, DEVICE_BACKOFF_CAP)
+        self.next_full = 0.0
+        self.next_poll = float("inf")
+        self.last_discovery = 0.0
+        self._wake = asyncio.Event()
+        self._full_requested = True
+        self._peer_requests: set[bytes] = set()
+        self._waiters: list[asyncio.Future[CycleResult]] = []
+        self._peer_waiters: list[tuple[bytes, asyncio.Future[CycleResult]]] = []
+        self._warned: set[str] = set()
+        self.task: asyncio.Task[None] | None = None
+        self._rediscover_requested = False
+
+    def _detached_status(self) -> DeviceStatus:
+        return DeviceStatus(
+            id=0, interface=self.cfg.name, protocol=self.cfg.protocol, backend=self.backend.kind
+        )
+
+    @property
+    def present(self) -> bool:
+        """The device exists and is on the bus."""
+        return self.status._model is not None
+
+    # ---- requests ----------------------------------------------------------------------
+
+    def request_full(self) -> asyncio.Future[CycleResult]:
+        """Ask for a full cycle; requests made while one is pending share it."""
+        waiter: asyncio.Future[CycleResult] = self.loop.create_future()
+        self._waiters.append(waiter)
+        self._full_requested = True
+        self._wake.set()
+        return waiter
+
+    def request_rediscover(self) -> None:
+        """The host's addresses or routes changed: re-run STUN now (bursts coalesce)."""
+        self._rediscover_requested = True
+        self._wake.set()
+
+    def request_peer(self, public_key: bytes) -> asyncio.Future[CycleResult]:
+        waiter: asyncio.Future[CycleResult] = self.loop.create_future()
+        self._peer_waiters.append((public_key, waiter))
+        self._peer_requests.add(public_key)
+        self._wake.set()
+        return waiter
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=f"device-{self.cfg.name}")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        for waiter in self._waiters + [w for _, w in self._peer_waiters]:
+            if not waiter.done():
+                waiter.set_result(CycleResult(False, "daemon stopping"))
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            delay = max(0.0, self._next_deadline() - self.loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not kill the worker; say so and go on
+                log.exception("device step failed iface=%s", self.cfg.name)
+                self.status.update(state=DeviceState.FAILED, last_error=f"internal error: {exc}")
+                self.next_full = self.loop.time() + self.device_backoff.next()
+
+    def _next_deadline(self) -> float:
+        deadlines = [self.next_full, self.next_poll]
+        if self._needs_warming():
+            deadlines.append(self.last_discovery + WARM_INTERVAL)
+        deadlines += [rt.next_fetch for rt in self.peers.values() if rt.next_fetch is not None]
+        deadlines += [rt.next_publish for rt in self.peers.values() if rt.next_publish is not None]
+        deadlines += [rt.next_ping for rt in self.peers.values() if rt.next_ping is not None]
+        if self._rediscover_requested:
+            deadlines.append(0.0)
+        return min(deadlines)
+
+    def _needs_warming(self) -> bool:
+        return self.discovery.ok and any(
+            rt.status.state != PeerState.CONNECTED for rt in self.peers.values()
+        )
+
+    async def _step(self) -> None:
+        now = self.loop.time()
+        if self._full_requested or now >= self.next_full:
+            await self._full_cycle()
+            return
+        if self._rediscover_requested or (
+            self._needs_warming() and now >= self.last_discovery + WARM_INTERVAL
+        ):
+            self._rediscover_requested = False
+            await self._rediscover()
+        due = {
+            key
+            for key, rt in self.peers.items()
+            if rt.next_fetch is not None and rt.next_fetch <= now
+        }
+        due |= self._peer_requests
+        retry = [
+            rt
+            for rt in self.peers.values()
+            if rt.next_publish is not None and rt.next_publish <= now
+        ]
+        if retry and self.info is not None and self.discovery.ok:
+            await self._publish_all(self.info, retry)
+        if due:
+            await self._serve_peers(due)
+        if self.loop.time() >= self.next_poll:
+            await self._poll()
+        pings = [
+            rt
+            for rt in self.peers.values()
+            if rt.next_ping is not None and rt.next_ping <= self.loop.time()
+        ]
+        if pings:
+            await asyncio.gather(*(self._ping(rt) for rt in pings))
+
+    # ---- full cycle --------------------------------------------------------------------
+
+    async def _full_cycle(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        self._full_requested = False
+        try:
+            result = await self._run_full_cycle()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("refresh failed iface=%s", self.cfg.name)
+            result = CycleResult(False, f"internal error: {exc}")
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(result)
+        self.engine.model.emit(RefreshCompleted(self.status, result.ok, result.error))
+
+    async def _run_full_cycle(self) -> CycleResult:
+        name = self.cfg.name
+        began = self.loop.time()
+        info = await self._read_device()
+        if info is None:
+            self.next_full = self.loop.time() + self.device_backoff.next()
+            return CycleResult(False, self.status.last_error, DeviceNotFound)
+        self._sync_peers(info)
+        self.status.update(state=DeviceState.DISCOVERING)
+        discovery = await self._discover(classify=True)
+        result = CycleResult(True)
+        if discovery.ok:
+            self.status.update(state=DeviceState.PUBLISHING)
+            await self._publish_all(info)
+        else:
+            result = CycleResult(False, self.status.last_error, StunError)
+        await self._serve_peers(set(self.peers), full=True)
+        interval = self.engine.cycle_interval(self.peers.values())
+        if discovery.ok:
+            self.device_backoff.reset()
+            self.status.update(state=DeviceState.READY, last_error="")
+        else:
+            interval = min(interval, self.device_backoff.next())
+        self.next_full = self.loop.time() + interval
+        self.status.update(last_refresh=now_us(), next_refresh=now_us() + int(interval * 1e6))
+        log.info(
+            "refresh done iface=%s ok=%s endpoints=%s peers=%d took=%.3fs next_in=%.0fs",
+            name,
+            result.ok,
+            ",".join(self.status.public_endpoints) or "-",
+            len(self.peers),
+            self.loop.time() - began,
+            interval,
+        )
+        return result
+
+    async def _read_device(self) -> DeviceInfo | None:
+        try:
+            info = await self.backend.read_device(self.cfg.name)
+        except DeviceNotFound:
+            self._vanished()
+            self._set_failed(f"WireGuard interface {self.cfg.name} not found")
+            return None
+        except WireGuardError as exc:
+            self.info = None
+            self._set_failed(f"reading WireGuard interface {self.cfg.name}: {exc}")
+            return None
+        previous, self.info = self.info, info
+        if not self.present:
+            self._adopt()
+        try:
+            ifindex = socket.if_nametoindex(self.cfg.name)
+        except OSError:
+            ifindex = 0
+        if self.present and ifindex and self.status.ifindex and ifindex != self.status.ifindex:
+            log.info("device re-created iface=%s ifindex=%d", self.cfg.name, ifindex)
+            self._vanished()
+            self.info = info
+            self._adopt()
+            previous = None
+        self.status.update(
+            public_key=b64(info.public_key),
+            listen_port=info.listen_port,
+            fwmark=info.fwmark,
+            ifindex=ifindex,
+        )
+        if previous is not None and (
+            previous.listen_port,
+            previous.fwmark,
+            previous.public_key,
+        ) != (info.listen_port, info.fwmark, info.public_key):
+            log.info(
+                "device changed iface=%s listen_port=%d fwmark=%d",
+                self.cfg.name,
+                info.listen_port,
+                info.fwmark,
+            )
+            self._full_requested = True
+            self._wake.set()
+        return info
+
+    def _adopt(self) -> None:
+        """The interface exists (again): put it on the bus with a fresh object."""
+        detached = self.status
+        self.status = self.engine.model.add_device(
+            self.cfg.name, protocol=self.cfg.protocol, backend=self.backend.kind
+        )
+        self.discovery = Discovery()
+        self._warned.clear()
+        log.info(
+            "device adopted iface=%s backend=%s previous_error=%s",
+            self.cfg.name,
+            self.backend.kind,
+            detached.last_error or "-",
+        )
+
+    def _vanished(self) -> None:
+        """The interface is gone: drop its bus objects; keep what guards records."""
+        self.info = None
+        if self.present:
+            log.warning("device vanished iface=%s", self.cfg.name)
+            for key in list(self.peers):
+                self._remove_peer(key)
+            self.engine.model.remove_device(self.cfg.name)
+        # it may come back driven by something else (wireguard-go vs the kernel)
+        self.backend = self.engine.backend_factory(self.cfg.name)
+        self.status = self._detached_status()
+
+    def _set_failed(self, error: str) -> None:
+        if self.status.last_error != error:
+            log.warning("device failed iface=%s error=%s", self.cfg.name, error)
+        self.status.update(state=DeviceState.FAILED, last_error=error)
+        self.engine.update_manager_state()
+
+    def update_config(self, cfg: InterfaceConfig) -> None:
+        """Adopt a reloaded interface config; peers that did not change keep their state."""
+        self.cfg = cfg
+        self.status.update(protocol=cfg.protocol)
+        configured = {p.public_key: p for p in cfg.peers.values()}
+        for key in list(self.peers):
+            if key not in configured:
+                self._remove_peer(key)
+        for key, rt in self.peers.items():
+            new = configured[key]
+            if new != rt.cfg:
+                self._reconfigure_peer(rt, new)
+        self._warned.clear()
+        self._full_requested = True
+        self._wake.set()
+
+    def _reconfigure_peer(self, rt: PeerRuntime, new: PeerConfig) -> None:
+        if new.plugin != rt.cfg.plugin:
+            rt.store = self.engine.store_for(new.plugin)
+        rt.cfg = new
+        rt.status.update(name=new.label, store=new.plugin, protocol=new.protocol)
+
+    def _sync_peers(self, info: DeviceInfo) -> None:
+        """Manage the peers that are both configured and on the device; warn about the rest."""
+        configured = {p.public_key: p for p in self.cfg.peers.values()}
+        for key, peer_cfg in configured.items():
+            if key in info.peers and key not in self.peers:
+                self._add_peer(peer_cfg)
+            elif key not in info.peers:
+                self._warn_once(
+                    f"missing:{b64(key)}",
+                    "configured peer is not on the device, skipping iface=%s peer=%s",
+                    self.cfg.name,
+                    peer_cfg.label,
+                )
+        for key in list(self.peers):
+            if key not in configured or key not in info.peers:
+                self._remove_peer(key)
+        for key in info.peers:
+            if key not in configured:
+                self._warn_once(
+                    f"extra:{b64(key)}",
+                    "device peer is not in the config, leaving it alone iface=%s peer=%s",
+                    self.cfg.name,
+                    b64(key),
+                )
+
+    def _warn_once(self, tag: str, msg: str, *args: Any) -> None:
+        if tag not in self._warned:
+            self._warned.add(tag)
+            log.warning(msg, *args)
+
+    def _add_peer(self, cfg: PeerConfig) -> None:
+        status = self.engine.model.add_peer(
+            self.status,
+            name=cfg.label,
+            public_key=b64(cfg.public_key),
+            store=cfg.plugin,
+            protocol=cfg.protocol,
+        )
+        cap = max(self.engine.config.refresh_interval, FETCH_BACKOFF_START)
+        self.peers[cfg.public_key] = PeerRuntime(
+            guard=self._guards.setdefault(cfg.public_key, crypto.RecordGuard()),
+            cfg=cfg,
+            status=status,
+            store=self.engine.store_for(cfg.plugin),
+            fetch_backoff=Backoff(FETCH_BACKOFF_START, cap),
+        )
+        self._schedule_ping(self.peers[cfg.public_key])
+
+    def _remove_peer(self, key: bytes) -> None:
+        self.peers.pop(key, None)
+        self.engine.model.remove_peer(self.status, b64(key))
+
+    def remove_all(self) -> None:
+        for key in list(self.peers):
+            self._remove_peer(key)
+        self.engine.model.remove_device(self.cfg.name)
+
+    # ---- discovery ---------------------------------------------------------------------
+
+    async def _discover(self, *, classify: bool) -> Discovery:
+        assert self.info is not None
+        discovery = await discover(
+            self.engine.stun_settings,
+            port=self.info.listen_port,
+            fwmark=self.info.fwmark,
+            protocol=self.cfg.protocol,
+            classify=classify,
+        )
+        self.last_discovery = self.loop.time()
+        if not discovery.ok:
+            self._set_failed(f"STUN failed: {discovery.error_text()}")
+            return discovery
+        if not classify:  # a warm-up keeps the last classification
+            discovery = Discovery(discovery.endpoints, self.discovery.nat_mapping, discovery.errors)
+        endpoints = tuple(
+            discovery.endpoints[f] for f in ("ipv4", "ipv6") if f in discovery.endpoints
+        )
+        changed = endpoints != self.status.public_endpoints
+        self.discovery = discovery
+        self.status.update(public_endpoints=endpoints, nat_mapping=discovery.nat_mapping)
+        if discovery.errors:
+            log.warning(
+                "discovery partly failed iface=%s %s", self.cfg.name, discovery.error_text()
+            )
+        if changed:
+            log.info(
+                "public endpoint iface=%s endpoints=%s nat=%s",
+                self.cfg.name,
+                ",".join(endpoints),
+                discovery.nat_mapping,
+            )
+            self.engine.model.emit(EndpointChanged(self.status, endpoints))
+        if discovery.nat_mapping.dependent:
+            self._warn_once(
+                f"nat:{discovery.nat_mapping}",
+                "NAT mapping is %s (symmetric): peers cannot reach the port STUN "
+                "discovered, a tunnel cannot form from STUN alone iface=%s",
+                discovery.nat_mapping,
+                self.cfg.name,
+            )
+        return discovery
+
+    async def _rediscover(self) -> None:
+        """Keep the NAT mapping warm; republish when it moved."""
+        if await self._read_device() is None:
+            return
+        before = self.status.public_endpoints
+        discovery = await self._discover(classify=False)
+        if discovery.ok and self.status.public_endpoints != before and self.info is not None:
+            await self._publish_all(self.info)
+
+    # ---- publish -----------------------------------------------------------------------
+
+    async def _publish_all(
+        self, info: DeviceInfo, runtimes: list[PeerRuntime] | None = None
+    ) -> None:
+        endpoints = self.discovery.endpoints
+        record = crypto.EndpointRecord.stamped(
+            ipv4=endpoints.get("ipv4"), ipv6=endpoints.get("ipv6")
+        )
+        plaintext = record.to_json()
+        targets = list(self.peers.values()) if runtimes is None else runtimes
+        await asyncio.gather(*(self._publish(rt, info, record, plaintext) for rt in targets))
+
+    async def _publish(
+        self, rt: PeerRuntime, info: DeviceInfo, record: crypto.EndpointRecord, plaintext: bytes
+    ) -> None:
+        rt.next_publish = None
+        value = crypto.seal(plaintext, info.private_key, rt.cfg.public_key)
+        key = crypto.publish_key(info.public_key, rt.cfg.public_key)
+        try:
+            written = await self.engine.store_call(
+                rt.store, publish(rt.store, key, value, record.fingerprint)
+            )
+        except StoreError as exc:
+            log.warning(
+                "publish failed iface=%s peer=%s store=%s error=%s",
+                self.cfg.name,
+                rt.cfg.label,
+                rt.cfg.plugin,
+                exc,
+            )
+            rt.status.update(last_error=f"publish failed: {exc}")
+            rt.next_publish = self.loop.time() + rt.publish_backoff.next()
+            return
+        rt.publish_backoff.reset()
+        if written:
+            rt.guard.note_published(value)
+            log.debug("published iface=%s peer=%s key=%s", self.cfg.name, rt.cfg.label, key)
+
+    # ---- fetch and apply ---------------------------------------------------------------
+
+    async def _serve_peers(self, keys: set[bytes], *, full: bool = False) -> None:
+        requested = keys & self._peer_requests
+        self._peer_requests -= keys
+        waiters = [(k, w) for k, w in self._peer_waiters if k in keys]
+        self._peer_waiters = [(k, w) for k, w in self._peer_waiters if k not in keys]
+        if self.info is None and not full:
+            await self._read_device()
+        results: dict[bytes, CycleResult] = {}
+        if self.info is not None:
+            runtimes = [self.peers[k] for k in keys if k in self.peers]
+            outcomes = await asyncio.gather(*(self._fetch_and_apply(rt) for rt in runtimes))
+            results = {rt.cfg.public_key: res for rt, res in zip(runtimes, outcomes, strict=True)}
+        for key, waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(
+                    results.get(
+                        key,
+                        CycleResult(
+                            False, self.status.last_error or "peer not managed", DeviceNotFound
+                        ),
+                    )
+                )
+        if requested or results:
+            self.next_poll = min(self.next_poll, self.loop.time() + POLL_FAST)
+
+    async def _fetch_and_apply(self, rt: PeerRuntime) -> CycleResult:
+        rt.next_fetch = None
+        try:
+            return await self._fetch_and_apply_once(rt)
+        except StunmeshError as exc:
+            cause = type(exc)
+            error = str(exc)
+        except Exception as exc:  # a bug in one peer must not take the others down
+            log.exception("peer step failed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
+            cause, error = StunmeshError, f"internal error: {exc}"
+        rt.status.update(state=PeerState.FAILED, last_error=error)
+        rt.next_fetch = self.loop.time() + rt.fetch_backoff.next()
+        return CycleResult(False, error, cause)
+
+    async def _fetch_and_apply_once(self, rt: PeerRuntime) -> CycleResult:
+        assert self.info is not None
+        info = self.info
+        key = crypto.fetch_key(info.public_key, rt.cfg.public_key)
+        try:
+            candidates = await self.engine.store_call(rt.store, _candidates(rt.store, key))
+        except StoreError as exc:
+            log.warning(
+                "fetch failed iface=%s peer=%s store=%s error=%s",
+                self.cfg.name,
+                rt.cfg.label,
+                rt.cfg.plugin,
+                exc,
+            )
+            raise StoreError(f"store {rt.cfg.plugin}: {exc}") from exc
+        if not candidates:
+            rt.status.update(state=PeerState.WAITING, last_error="")
+            rt.next_fetch = self.loop.time() + rt.fetch_backoff.next()
+            log.debug(
+                "no record yet iface=%s peer=%s retry_in=%.1fs",
+                self.cfg.name,
+                rt.cfg.label,
+                rt.next_fetch - self.loop.time(),
+            )
+            return CycleResult(True)
+        record, endpoint = self._open_first(rt, candidates)
+        rt.status.update(state=PeerState.RESOLVED, discovered_endpoint=endpoint)
+        await self._apply(rt, endpoint, record)
+        return CycleResult(True)
+
+    def _open_first(self, rt: PeerRuntime, values: list[str]) -> tuple[crypto.EndpointRecord, str]:
+        """The first candidate that opens, passes the guard and has an endpoint we can use."""
+        assert self.info is not None
+        errors: list[str] = []
+        for value in values:
+            try:
+                plaintext = crypto.open_sealed(value, self.info.private_key, rt.cfg.public_key)
+                record = crypto.EndpointRecord.from_json(plaintext)
+                rt.guard.check(value, record, own_endpoints=self.status.public_endpoints)
+                endpoint = choose_endpoint(record, rt.cfg.protocol)
+            except RecordError as exc:
+                errors.append(str(exc))
+                continue
+            rt.guard.accept(record)
+            return record, endpoint
+        error = "; ".join(dict.fromkeys(errors))
+        log.warning("record refused iface=%s peer=%s reason=%s", self.cfg.name, rt.cfg.label, error)
+        raise RecordError(f"record refused: {error}")
+
+    async def _apply(self, rt: PeerRuntime, endpoint: str, record: crypto.EndpointRecord) -> None:
+        assert self.info is not None
+        current = self.info.peers.get(rt.cfg.public_key)
+        recent = current is not None and handshake_recent(current) and not rt.traffic.stalled
+        if current is not None and current.endpoint == endpoint:
+            self._note_connection(rt, current)
+            if rt.status.state == PeerState.RESOLVED:
+                rt.status.update(state=PeerState.APPLIED)
+            rt.status.update(endpoint=endpoint, last_error="")
+            self._after_apply(rt)
+            return
+        if (
+            current is not None
+            and recent
+            and current.endpoint
+            and (record.ts is None or record.ts <= current.latest_handshake)
+        ):
+            log.info(
+                "keeping roamed endpoint iface=%s peer=%s wireguard=%s record=%s",
+                self.cfg.name,
+                rt.cfg.label,
+                current.endpoint,
+                endpoint,
+            )
+            rt.status.update(endpoint=current.endpoint, last_error="")
+            self._note_connection(rt, current)
+            self._after_apply(rt)
+            return
+        keepalive = None
+        if not recent:
+            keepalive = (
+                current.persistent_keepalive
+                if current and current.persistent_keepalive
+                else KICK_KEEPALIVE
+            )
+        await self.backend.set_endpoint(
+            self.cfg.name, rt.cfg.public_key, endpoint, keepalive=keepalive
+        )
+        if current is not None:  # what WireGuard holds now, until the next read
+            self.info.peers[rt.cfg.public_key] = replace(
+                current,
+                endpoint=endpoint,
+                persistent_keepalive=keepalive or current.persistent_keepalive,
+            )
+        rt.applied_at = self.loop.time()
+        rt.status.update(
+            state=PeerState.APPLIED, endpoint=endpoint, last_update=now_us(), last_error=""
+        )
+        log.info(
+            "endpoint applied iface=%s peer=%s endpoint=%s", self.cfg.name, rt.cfg.label, endpoint
+        )
+        self._after_apply(rt)
+
+    def _after_apply(self, rt: PeerRuntime) -> None:
+        """Keep re-fetching a peer with backoff until its handshake shows the tunnel is up."""
+        if rt.status.state == PeerState.CONNECTED:
+            rt.fetch_backoff.reset()
+            rt.next_fetch = None
+        else:
+            rt.next_fetch = self.loop.time() + rt.fetch_backoff.next()
+
+    # ---- polling WireGuard -------------------------------------------------------------
+
+    async def _poll(self) -> None:
+        """Read handshakes and counters; say when a tunnel did not form and why."""
+        info = await self._read_device()
+        if info is None:
+            self.next_poll = self.loop.time() + POLL_SLOW
+            self.next_full = min(self.next_full, self.loop.time() + self.device_backoff.next())
+            return
+        self._sync_peers(info)
+        awaiting = False
+        now = self.loop.time()
+        for key, rt in self.peers.items():
+            current = info.peers.get(key)
+            if current is None:
+                continue
+            if rt.traffic.observe(current.rx_bytes, current.tx_bytes, now):
+                self._path_broken(
+                    rt,
+                    f"nothing received from the peer for "
+                    f"{rt.traffic.stall_after:.0f} s while sending",
+                )
+            self._note_connection(rt, current)
+            if rt.status.state == PeerState.APPLIED and rt.applied_at is not None:
+                if now - rt.applied_at < HANDSHAKE_GRACE:
+                    awaiting = True
+                else:
+                    rt.status.update(
+                        state=PeerState.FAILED, last_error=self._no_handshake_reason(rt)
+                    )
+                    log.warning(
+                        "no handshake iface=%s peer=%s reason=%s",
+                        self.cfg.name,
+                        rt.cfg.label,
+                        rt.status.last_error,
+                    )
+        self.next_poll = now + (POLL_FAST if awaiting else POLL_SLOW)
+
+    def _note_connection(self, rt: PeerRuntime, current: PeerInfo) -> None:
+        fields: dict[str, Any] = {
+            "latest_handshake": int(current.latest_handshake * 1_000_000),
+            "rx_bytes": current.rx_bytes,
+            "tx_bytes": current.tx_bytes,
+        }
+        if current.endpoint:
+            fields["endpoint"] = current.endpoint
+        if handshake_recent(current) and not rt.traffic.stalled:
+            if rt.status.state != PeerState.CONNECTED:
+                log.info(
+                    "handshake iface=%s peer=%s endpoint=%s",
+                    self.cfg.name,
+                    rt.cfg.label,
+                    current.endpoint,
+                )
+                rt.fetch_backoff.reset()
+                rt.next_fetch = None
+            fields.update(state=PeerState.CONNECTED, last_error="")
+        elif rt.status.state == PeerState.CONNECTED:
+            fields["state"] = PeerState.APPLIED  # went stale: re-fetch soon
+            rt.applied_at = self.loop.time()
+            rt.next_fetch = self.loop.time()
+        rt.status.update(**fields)
+
+    def _path_broken(self, rt: PeerRuntime, reason: str) -> None:
+        """The tunnel stopped working: re-check our mapping and the peer's record at once."""
+        log.warning("path broken iface=%s peer=%s reason=%s", self.cfg.name, rt.cfg.label, reason)
+        now = self.loop.time()
+        rt.status.update(state=PeerState.APPLIED, last_error=reason)
+        rt.applied_at = now
+        rt.fetch_backoff.reset()
+        rt.next_fetch = now
+        self.request_rediscover()
+
+    def _schedule_ping(self, rt: PeerRuntime, *, soon: bool = False) -> None:
+        settings = self.engine.config.ping_monitor
+        if rt.cfg.ping.enabled and rt.cfg.ping.target:
+            interval = rt.cfg.ping.interval or settings.interval  # per peer first
+            rt.next_ping = self.loop.time() + (0.0 if soon else interval)
+        else:
+            rt.next_ping = None
+
+    async def _ping(self, rt: PeerRuntime) -> None:
+        """stunmesh-go's ping monitor: fixed_retries failed pings in a row = broken path."""
+        settings = self.engine.config.ping_monitor
+        timeout = rt.cfg.ping.timeout or settings.timeout
+        mark = self.info.fwmark if self.info else 0
+        try:
+            ok = await ping(rt.cfg.ping.target, timeout, mark=mark)
+        except OSError as exc:
+            log.warning(
+                "ping failed to run iface=%s peer=%s error=%s", self.cfg.name, rt.cfg.label, exc
+            )
+            ok = False
+        self._schedule_ping(rt)
+        if ok:
+            rt.ping_failures = 0
+            return
+        rt.ping_failures += 1
+        if rt.ping_failures == settings.fixed_retries and rt.status.state in (
+            PeerState.CONNECTED,
+            PeerState.APPLIED,
+        ):
+            self._path_broken(
+                rt, f"{rt.ping_failures} pings to {rt.cfg.ping.target} went unanswered"
+            )
+
+    def _no_handshake_reason(self, rt: PeerRuntime) -> str:
+        mapping = self.discovery.nat_mapping
+        reason = f"no handshake {HANDSHAKE_GRACE:.0f} s after setting endpoint {rt.status.endpoint}"
+        if mapping.dependent:
+            return (
+                f"{reason}: this host's NAT mapping is {mapping} (symmetric), so the "
+                "peer cannot reach the port STUN discovered; the tunnel cannot form by "
+                "STUN alone"
+            )
+        return f"{reason}: the peer may be behind a symmetric NAT or a firewall, or not running"
+
+
+def handshake_recent(peer: PeerInfo) -> bool:
+    return peer.latest_handshake > 0 and time.time() - peer.latest_handshake < RECENT_HANDSHAKE
+
+
+def choose_endpoint(record: crypto.EndpointRecord, protocol: str) -> str:
+    """Pick the record's endpoint for a peer's ``protocol`` (prefer_* fall back)."""
+    order = {
+        "ipv4": ("ipv4",),
+        "ipv6": ("ipv6",),
+        "prefer_ipv4": ("ipv4", "ipv6"),
+        "prefer_ipv6": ("ipv6", "ipv4"),
+    }.get(protocol, ("ipv4",))
+    for family in order:
+        endpoint = getattr(record, family)
+        if endpoint:
+            return str(endpoint)
+    raise RecordError(
+        f"peer asks for {protocol} but its record has no {' or '.join(order)} endpoint"
+    )
+
+
+async def _candidates(store: Store, key: str) -> list[str]:
+    """All values under ``key`` worth trying, best first (OpenDHT may hold several)."""
+    get_all = getattr(store, "get_all", None)
+    if get_all is not None:
+        return [data for _ts, data in await get_all(key)]
+    value = await store.get(key)
+    return [value] if value else []
+
+
+class Engine:
+    """All device workers, the shared stores, and the manager-level state."""
+
+    def __init__(
+        self,
+        config: Config,
+        model: Model | None = None,
+        *,
+        backend_factory: BackendFactory | None = None,
+        store_factory: StoreFactory | None = None,
+        stun_sock_factory: Any = None,
+    ) -> None:
+        from stunmeshd.stores.registry import create_store
+        from stunmeshd.wireguard import backend_for
+
+        self.config = config
+        self.model = model or Model()
+        self.backend_factory = backend_factory or backend_for
+        self.store_factory = store_factory or create_store
+        self.stun_settings = StunSettings(
+            tuple(config.stun_servers), sock_factory=stun_sock_factory
+        )
+        self.stores: dict[str, Store] = {}
+        self.workers: dict[str, DeviceWorker] = {}
+        self._store_limits: dict[str, asyncio.Semaphore] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build every store (raises ConfigError for bad options), then start the workers."""
+        self.model.set_state(ManagerState.STARTING)
+        for iface in self.config.interfaces.values():
+            for peer in iface.peers.values():
+                self.store_for(peer.plugin)
+        for cfg in self.config.interfaces.values():
+            self._start_worker(cfg)
+        self.model.set_state(ManagerState.RUNNING)
+
+    def _start_worker(self, cfg: InterfaceConfig) -> None:
+        worker = DeviceWorker(self, cfg)
+        self.workers[cfg.name] = worker
+        worker.start()
+
+    async def stop(self) -> None:
+        self.model.set_state(ManagerState.STOPPING)
+        await asyncio.gather(*(w.stop() for w in self.workers.values()))
+        for worker in self.workers.values():
+            worker.remove_all()
+        self.workers.clear()
+        await asyncio.gather(*(s.close() for s in self.stores.values()), return_exceptions=True)
+        self.stores.clear()
+
+    # ---- reload ----------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Re-read the config file and apply the difference; an invalid file changes nothing."""
+        from stunmeshd.config import load_config
+
+        new = await asyncio.to_thread(load_config, self.config.source)
+        await self.apply_config(new)
+
+    async def apply_config(self, new: Config) -> None:
+        """Apply a new config: interfaces, peers and stores that did not change keep state.
+
+        Stores are built first, so a bad store option (ConfigError) leaves everything as it was.
+        """
+        old = self.config
+        fresh: dict[str, Store] = {}
+        for name, plugin in new.plugins.items():
+            if old.plugins.get(name) != plugin or name not in self.stores:
+                if any(p.plugin == name for i in new.interfaces.values() for p in i.peers.values()):
+                    fresh[name] = self.store_factory(plugin)
+        replaced = [self.stores[name] for name in fresh if name in self.stores]
+        self.config = new
+        self.stun_settings = StunSettings(
+            tuple(new.stun_servers), sock_factory=self.stun_settings.sock_factory
+        )
+        for name, store in fresh.items():
+            self.stores[name] = store
+            self._store_limits[name] = asyncio.Semaphore(STORE_CONCURRENCY)
+        for name in list(self.stores):
+            if name not in new.plugins:
+                replaced.append(self.stores.pop(name))
+        for ifname in list(self.workers):
+            if ifname not in new.interfaces:
+                worker = self.workers.pop(ifname)
+                await worker.stop()
+                worker.remove_all()
+        for ifname, cfg in new.interfaces.items():
+            worker = self.workers.get(ifname)
+            if worker is None:
+                self._start_worker(cfg)
+                continue
+            for rt in worker.peers.values():  # peers of a rebuilt store follow it
+                if rt.cfg.plugin in fresh:
+                    rt.store = fresh[rt.cfg.plugin]
+            worker.update_config(cfg)
+        await asyncio.gather(*(s.close() for s in replaced), return_exceptions=True)
+        self.update_manager_state()
+        log.info(
+            "configuration reloaded source=%s interfaces=%s",
+            new.source,
+            ",".join(new.interfaces) or "-",
+        )
+
+    # ---- requests ----------------------------------------------------------------------
+
+    def worker(self, interface: str) -> DeviceWorker:
+        try:
+            return self.workers[interface]
+        except KeyError:
+            raise DeviceNotFound(f"no managed WireGuard interface {interface!r}") from None
+
+    async def refresh(self, interface: str | None = None) -> list[CycleResult]:
+        """Run a full cycle on one or all devices and wait for it."""
+        workers = [self.worker(interface)] if interface else list(self.workers.values())
+        return list(await asyncio.gather(*(w.request_full() for w in workers)))
+
+    async def refresh_peer(self, public_key: str) -> CycleResult:
+        for worker in self.workers.values():
+            if public_key in worker.status.peers:
+                key = base64.b64decode(public_key)
+                return await worker.request_peer(key)
+        raise StunmeshError(f"no managed peer {public_key!r}")
+
+    # ---- helpers used by workers -------------------------------------------------------
+
+    def store_for(self, plugin: str) -> Store:
+        """One store instance per plugin, shared by every peer and device that names it."""
+        if plugin not in self.stores:
+            self.stores[plugin] = self.store_factory(self.config.plugins[plugin])
+            self._store_limits[plugin] = asyncio.Semaphore(STORE_CONCURRENCY)
+        return self.stores[plugin]
+
+    async def store_call(self, store: Store, op: Awaitable[T]) -> T:
+        """Bound concurrency and time of one store operation, whatever the store does."""
+        plugin = self.config.plugins.get(store.name)
+        limit = self._store_limits.get(store.name) or asyncio.Semaphore(STORE_CONCURRENCY)
+        timeout = (plugin.timeout if plugin else 10.0) + STORE_GRACE
+        async with limit:
+            try:
+                return await asyncio.wait_for(op, timeout)
+            except TimeoutError:
+                raise StoreError(f"no answer within {timeout:.0f} s") from None
+
+    def cycle_interval(self, peers: Any) -> float:
+        """The refresh interval, shortened to what the stores' record lifetimes demand."""
+        interval = self.config.refresh_interval
+        for rt in peers:
+            republish = getattr(rt.store, "republish_interval", None)
+            if republish:
+                interval = min(interval, float(republish))
+        return interval
+
+    def update_manager_state(self) -> None:
+        if self.model.state not in (ManagerState.RUNNING, ManagerState.DEGRADED):
+            return
+        failing = any(w.status.state == DeviceState.FAILED for w in self.workers.values())
+        self.model.set_state(ManagerState.DEGRADED if failing else ManagerState.RUNNING)
+
+
+__all__ = ["CycleResult", "DeviceWorker", "Engine", "NatMapping", "choose_endpoint"]

@@ -1,0 +1,61 @@
+"""Logging set-up: one line per event on stderr, ``console`` (journald-friendly) or ``json``.
+
+Messages carry ``key=value`` context. journald stamps time and unit itself, so the console
+format does not repeat them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created, 3),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, separators=(",", ":"))
+
+
+def setup_logging(level: str = "info", fmt: str = "console") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """Change the level at run time (D-Bus SetLogLevel); raises ValueError for unknown ones."""
+    try:
+        value = LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown log level {level!r}; use one of {', '.join(sorted(LEVELS))}"
+        ) from None
+    logging.getLogger().setLevel(value)
+    # third-party chatter stays at warning unless we debug
+    for noisy in ("asyncio", "aiohttp", "pyroute2"):
+        logging.getLogger(noisy).setLevel(max(value, logging.WARNING))
