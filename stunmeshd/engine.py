@@ -67,6 +67,7 @@ DEVICE_BACKOFF_CAP = 30.0
 KICK_KEEPALIVE = 25  # s: persistent keepalive set on peers that have none (NAT needs it)
 POLL_FAST = 1.0  # s: device poll while a handshake is awaited
 POLL_SLOW = 2.0  # s: device poll otherwise: handshake age, rx/tx, a stalled path
+BAD_FAMILY_TTL = 120.0  # s a family whose path broke is avoided by prefer_* peers
 STORE_CONCURRENCY = 32  # store operations in flight per device
 STORE_GRACE = 5.0  # s on top of a plugin's own timeout, against stores that ignore theirs
 
@@ -118,6 +119,17 @@ class PeerRuntime:
     guard: crypto.RecordGuard = field(default_factory=crypto.RecordGuard)
     traffic: TrafficWatch = field(default_factory=TrafficWatch)
     next_ping: float | None = None  # loop time of the next ICMP check (ping settings)
+    bad_families: dict[str, float] = field(default_factory=dict)  # family -> avoid until
+
+    def avoided_families(self, now: float) -> frozenset[str]:
+        return frozenset(f for f, until in self.bad_families.items() if until > now)
+
+    def endpoint_failed(self, now: float) -> None:
+        """The applied endpoint's path does not work: prefer the other family for a while."""
+        family = "ipv6" if self.status.endpoint.startswith("[") else "ipv4"
+        if self.status.endpoint:
+            self.bad_families[family] = now + BAD_FAMILY_TTL
+
     ping_failures: int = 0
 
 
@@ -644,7 +656,9 @@ class DeviceWorker:
                 plaintext = crypto.open_sealed(value, self.info.private_key, rt.cfg.public_key)
                 record = crypto.EndpointRecord.from_json(plaintext)
                 rt.guard.check(value, record, own_endpoints=self.status.public_endpoints)
-                endpoint = choose_endpoint(record, rt.cfg.protocol)
+                endpoint = choose_endpoint(
+                    record, rt.cfg.protocol, rt.avoided_families(self.loop.time())
+                )
             except RecordError as exc:
                 errors.append(str(exc))
                 continue
@@ -745,6 +759,9 @@ class DeviceWorker:
                     rt.status.update(
                         state=PeerState.FAILED, last_error=self._no_handshake_reason(rt)
                     )
+                    rt.endpoint_failed(now)
+                    if len(rt.avoided_families(now)) < 2 and rt.cfg.protocol.startswith("prefer_"):
+                        rt.next_fetch = now  # try the other family at once
                     log.warning(
                         "no handshake iface=%s peer=%s reason=%s",
                         self.cfg.name,
@@ -782,6 +799,7 @@ class DeviceWorker:
         """The tunnel stopped working: re-check our mapping and the peer's record at once."""
         log.warning("path broken iface=%s peer=%s reason=%s", self.cfg.name, rt.cfg.label, reason)
         now = self.loop.time()
+        rt.endpoint_failed(now)
         rt.status.update(state=PeerState.APPLIED, last_error=reason)
         rt.applied_at = now
         rt.fetch_backoff.reset()
@@ -837,15 +855,24 @@ def handshake_recent(peer: PeerInfo) -> bool:
     return peer.latest_handshake > 0 and time.time() - peer.latest_handshake < RECENT_HANDSHAKE
 
 
-def choose_endpoint(record: crypto.EndpointRecord, protocol: str) -> str:
-    """Pick the record's endpoint for a peer's ``protocol`` (prefer_* fall back)."""
+def choose_endpoint(
+    record: crypto.EndpointRecord, protocol: str, avoid: frozenset[str] = frozenset()
+) -> str:
+    """Pick the record's endpoint for a peer's ``protocol``.
+
+    The ``prefer_*`` forms fall back to the other family when the record lacks the preferred
+    one, or when the preferred one's path was just found broken (``avoid``).
+    """
     order = {
         "ipv4": ("ipv4",),
         "ipv6": ("ipv6",),
         "prefer_ipv4": ("ipv4", "ipv6"),
         "prefer_ipv6": ("ipv6", "ipv4"),
     }.get(protocol, ("ipv4",))
-    for family in order:
+    usable = [f for f in order if getattr(record, f)]
+    if len(usable) > 1:
+        usable = [f for f in usable if f not in avoid] or usable
+    for family in usable:
         endpoint = getattr(record, family)
         if endpoint:
             return str(endpoint)
