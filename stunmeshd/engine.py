@@ -62,11 +62,12 @@ RECENT_HANDSHAKE = 180.0  # s: WireGuard drops sessions older than this (REJECT_
 HANDSHAKE_GRACE = 15.0  # s after setting an endpoint before we say the tunnel did not form
 WARM_INTERVAL = 25.0  # s: re-STUN at most this often while a peer lacks a handshake
 FETCH_BACKOFF_START = 1.0  # s
-DEVICE_BACKOFF_START = 1.0  # s, for a missing device or failed discovery
+DEVICE_BACKOFF_START = 0.25  # s, for a missing device or failed discovery
 DEVICE_BACKOFF_CAP = 30.0
 KICK_KEEPALIVE = 25  # s: persistent keepalive set on peers that have none (NAT needs it)
 POLL_FAST = 1.0  # s: device poll while a handshake is awaited
 POLL_SLOW = 2.0  # s: device poll otherwise: handshake age, rx/tx, a stalled path
+PUNCH_DELAY = 0.3  # s between publishing a moved endpoint and kicking WireGuard towards peers
 BAD_FAMILY_TTL = 120.0  # s a family whose path broke is avoided by prefer_* peers
 STORE_CONCURRENCY = 32  # store operations in flight per device
 STORE_GRACE = 5.0  # s on top of a plugin's own timeout, against stores that ignore theirs
@@ -118,6 +119,8 @@ class PeerRuntime:
     applied_at: float | None = None  # loop time we last set its endpoint
     guard: crypto.RecordGuard = field(default_factory=crypto.RecordGuard)
     traffic: TrafficWatch = field(default_factory=TrafficWatch)
+    watch: asyncio.Task[None] | None = None  # follows the peer's record (stores that notify)
+    watch_key: str = ""
     next_ping: float | None = None  # loop time of the next ICMP check (ping settings)
     bad_families: dict[str, float] = field(default_factory=dict)  # family -> avoid until
 
@@ -160,6 +163,7 @@ class DeviceWorker:
         self._warned: set[str] = set()
         self.task: asyncio.Task[None] | None = None
         self._rediscover_requested = False
+        self._published: tuple[str, ...] = ()  # endpoints last published (across re-creation)
 
     def _detached_status(self) -> DeviceStatus:
         return DeviceStatus(
@@ -181,6 +185,11 @@ class DeviceWorker:
         self._wake.set()
         return waiter
 
+    def trigger_full(self) -> None:
+        """Ask for a full cycle without waiting for it."""
+        self._full_requested = True
+        self._wake.set()
+
     def request_rediscover(self) -> None:
         """The host's addresses or routes changed: re-run STUN now (bursts coalesce)."""
         self._rediscover_requested = True
@@ -201,6 +210,10 @@ class DeviceWorker:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        watches = [rt.watch for rt in self.peers.values() if rt.watch is not None]
+        for task in watches:
+            task.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
         for waiter in self._waiters + [w for _, w in self._peer_waiters]:
             if not waiter.done():
                 waiter.set_result(CycleResult(False, "daemon stopping"))
@@ -303,7 +316,13 @@ class DeviceWorker:
         result = CycleResult(True)
         if discovery.ok:
             self.status.update(state=DeviceState.PUBLISHING)
+            moved = bool(self._published) and self._published != self.status.public_endpoints
             await self._publish_all(info)
+            if moved:
+                # Our endpoint moved (NAT re-mapping, new port): give peers a moment to see the
+                # new record and open their NATs towards it before WireGuard's first
+                # handshake initiation, which it would otherwise only retry 5 s later.
+                await asyncio.sleep(PUNCH_DELAY)
         else:
             result = CycleResult(False, self.status.last_error, StunError)
         await self._serve_peers(set(self.peers), full=True)
@@ -379,6 +398,8 @@ class DeviceWorker:
         )
         self.discovery = Discovery()
         self._warned.clear()
+        self._full_requested = True  # discover and publish before anything else
+        self._wake.set()
         log.info(
             "device adopted iface=%s backend=%s previous_error=%s",
             self.cfg.name,
@@ -423,6 +444,8 @@ class DeviceWorker:
     def _reconfigure_peer(self, rt: PeerRuntime, new: PeerConfig) -> None:
         if new.plugin != rt.cfg.plugin:
             rt.store = self.engine.store_for(new.plugin)
+            if rt.watch is not None:
+                rt.watch.cancel()  # re-established on the next sync, on the new store
         rt.cfg = new
         rt.status.update(name=new.label, store=new.plugin, protocol=new.protocol)
 
@@ -450,6 +473,8 @@ class DeviceWorker:
                     self.cfg.name,
                     b64(key),
                 )
+        for rt in self.peers.values():
+            self._ensure_watch(rt)
 
     def _warn_once(self, tag: str, msg: str, *args: Any) -> None:
         if tag not in self._warned:
@@ -473,10 +498,51 @@ class DeviceWorker:
             fetch_backoff=Backoff(FETCH_BACKOFF_START, cap),
         )
         self._schedule_ping(self.peers[cfg.public_key])
+        log.info(
+            "peer added iface=%s peer=%s key=%s store=%s",
+            self.cfg.name,
+            cfg.label,
+            status.public_key,
+            cfg.plugin,
+        )
 
     def _remove_peer(self, key: bytes) -> None:
-        self.peers.pop(key, None)
+        rt = self.peers.pop(key, None)
+        if rt is not None:
+            log.info("peer removed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
+            if rt.watch is not None:
+                rt.watch.cancel()
         self.engine.model.remove_peer(self.status, b64(key))
+
+    def _ensure_watch(self, rt: PeerRuntime) -> None:
+        """Follow the peer's record where the store can notify (OpenDHT listen)."""
+        if self.info is None or not getattr(rt.store, "supports_watch", False):
+            return
+        key = crypto.fetch_key(self.info.public_key, rt.cfg.public_key)
+        if rt.watch is not None and not rt.watch.done() and rt.watch_key == key:
+            return
+        if rt.watch is not None:
+            rt.watch.cancel()
+        rt.watch_key = key
+        rt.watch = asyncio.create_task(
+            self._follow(rt, key), name=f"watch-{self.cfg.name}-{rt.cfg.label}"
+        )
+
+    async def _follow(self, rt: PeerRuntime, key: str) -> None:
+        """Re-fetch the peer as soon as it publishes; re-establish the watch with backoff."""
+        backoff = Backoff(1.0, 60.0)
+        while True:
+            try:
+                async for _ in rt.store.watch(key):  # type: ignore[attr-defined]
+                    backoff.reset()
+                    log.debug("peer republished iface=%s peer=%s", self.cfg.name, rt.cfg.label)
+                    rt.next_fetch = self.loop.time()
+                    self._wake.set()
+            except StoreError as exc:
+                log.debug(
+                    "watch failed iface=%s peer=%s error=%s", self.cfg.name, rt.cfg.label, exc
+                )
+            await asyncio.sleep(backoff.next())
 
     def remove_all(self) -> None:
         for key in list(self.peers):
@@ -534,6 +600,11 @@ class DeviceWorker:
             return
         before = self.status.public_endpoints
         discovery = await self._discover(classify=False)
+        log.debug(
+            "rediscovered iface=%s endpoints=%s",
+            self.cfg.name,
+            ",".join(self.status.public_endpoints) or "-",
+        )
         if discovery.ok and self.status.public_endpoints != before and self.info is not None:
             await self._publish_all(self.info)
 
@@ -572,6 +643,7 @@ class DeviceWorker:
             rt.next_publish = self.loop.time() + rt.publish_backoff.next()
             return
         rt.publish_backoff.reset()
+        self._published = self.status.public_endpoints
         if written:
             rt.guard.note_published(value)
             log.debug("published iface=%s peer=%s key=%s", self.cfg.name, rt.cfg.label, key)
@@ -696,13 +768,13 @@ class DeviceWorker:
             self._note_connection(rt, current)
             self._after_apply(rt)
             return
-        keepalive = None
-        if not recent:
-            keepalive = (
-                current.persistent_keepalive
-                if current and current.persistent_keepalive
-                else KICK_KEEPALIVE
-            )
+        # Kick on every change: WireGuard then sends at once, a handshake initiation, or on a
+        # live session a keepalive that opens our NAT towards the peer's new endpoint.
+        keepalive = (
+            current.persistent_keepalive
+            if current and current.persistent_keepalive
+            else KICK_KEEPALIVE
+        )
         await self.backend.set_endpoint(
             self.cfg.name, rt.cfg.public_key, endpoint, keepalive=keepalive
         )
@@ -986,6 +1058,8 @@ class Engine:
             for rt in worker.peers.values():  # peers of a rebuilt store follow it
                 if rt.cfg.plugin in fresh:
                     rt.store = fresh[rt.cfg.plugin]
+                    if rt.watch is not None:
+                        rt.watch.cancel()
             worker.update_config(cfg)
         await asyncio.gather(*(s.close() for s in replaced), return_exceptions=True)
         self.update_manager_state()
@@ -996,6 +1070,21 @@ class Engine:
         )
 
     # ---- requests ----------------------------------------------------------------------
+
+    # ---- network events (netwatch) -----------------------------------------------------
+
+    def on_link(self, ifname: str, present: bool) -> None:
+        """A link appeared or vanished: a managed one is re-read at once."""
+        worker = self.workers.get(ifname)
+        if worker is not None:
+            log.info("link %s iface=%s", "appeared" if present else "vanished", ifname)
+            worker.trigger_full()
+
+    def on_network_change(self, reason: str) -> None:
+        """Addresses or routes changed: every device re-discovers (coalesced per device)."""
+        log.info("network changed reason=%s", reason)
+        for worker in self.workers.values():
+            worker.request_rediscover()
 
     def worker(self, interface: str) -> DeviceWorker:
         try:

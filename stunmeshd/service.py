@@ -20,6 +20,7 @@ from stunmeshd.engine import Engine
 from stunmeshd.errors import ConfigError
 from stunmeshd.logs import setup_logging
 from stunmeshd.model import Event, Model, PeerState
+from stunmeshd.netwatch import NetWatch
 
 log = logging.getLogger("stunmeshd")
 
@@ -56,6 +57,13 @@ async def serve(config: Config, args: Args) -> int:
     except ConfigError as exc:
         log.error("configuration: %s", exc)
         return 2
+    netwatch = NetWatch(
+        engine.on_link, engine.on_network_change, ignore=lambda: engine.workers.keys()
+    )
+    try:
+        await netwatch.start()
+    except OSError as exc:  # the daemon still works, reacting at its timers only
+        log.warning("cannot watch the network, reacting to changes at refresh only: %s", exc)
     try:
         if getattr(args, "oneshot", False):
             wait = float(getattr(args, "oneshot_wait", None) or ONESHOT_WAIT)
@@ -73,6 +81,7 @@ async def serve(config: Config, args: Args) -> int:
         log.info("stopping")
         return 0
     finally:
+        await netwatch.close()
         await engine.stop()
 
 

@@ -44,7 +44,8 @@ class WireGuardBackend(Protocol):
     ) -> None:
         """Set one existing peer's endpoint (update-only: never creates a peer).
 
-        With ``keepalive`` set, also set persistent_keepalive_interval in the same request:
-        turning it on (0 -> N) makes WireGuard start the handshake at once.
+        With ``keepalive`` set, the peer's persistent keepalive is set to it through a 0 -> N
+        transition, which makes WireGuard send at once: a keepalive on a live session (opening
+        the NAT towards a moved peer), else a handshake initiation.
         """
         ...

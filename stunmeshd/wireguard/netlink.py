@@ -428,6 +428,10 @@ class NetlinkBackend:
     ) -> None:
         check_ifname(ifname)
         msg = build_set_endpoint_request(ifname, public_key, endpoint, keepalive=keepalive)
+        if keepalive:
+            # the kernel sends at once only on a 0 -> N transition: go through 0 first
+            off = build_set_endpoint_request(ifname, public_key, endpoint, keepalive=0)
+            await self._run(ifname, off, NLM_F_REQUEST | NLM_F_ACK, "set a peer endpoint on")
         await self._run(ifname, msg, NLM_F_REQUEST | NLM_F_ACK, "set a peer endpoint on")
 
     async def _run(self, ifname: str, msg: Any, flags: int, action: str) -> list[bytes]:

@@ -81,6 +81,9 @@ def build_set_endpoint_request(
             raise WireGuardError(f"keepalive must be an integer, not {keepalive!r}")
         if not 0 <= keepalive <= 65535:
             raise WireGuardError(f"keepalive out of range (0-65535): {keepalive}")
+        # 0 first: only a 0 -> N transition makes WireGuard send at once (a keepalive on a
+        # live session, else a handshake initiation), whatever the interval was before
+        lines.append("persistent_keepalive_interval=0")
         lines.append(f"persistent_keepalive_interval={keepalive}")
     return ("\n".join(lines) + "\n\n").encode()
 

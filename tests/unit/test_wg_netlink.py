@@ -474,13 +474,16 @@ async def test_set_endpoint_request_ipv4(kernel: FakeKernel) -> None:
 async def test_set_endpoint_request_ipv6_with_keepalive(kernel: FakeKernel) -> None:
     kernel.answer = lambda request, seq: [error(request, 0)]
     await backend(kernel).set_endpoint("wg0", PEER_B, "[2001:DB8::0:7]:51821", keepalive=25)
-    _, _, peer = peer_of(kernel.requests[0])
-    assert dict(peer) == {
-        PEER_PUBLIC_KEY: PEER_B,
-        PEER_FLAGS: struct.pack("=I", WGPEER_F_UPDATE_ONLY),
-        PEER_ENDPOINT: sockaddr_in6("2001:db8::7", 51821),
-        PEER_KEEPALIVE: struct.pack("=H", 25),
-    }
+    # two requests: keepalive 0, then 25 — the kernel sends at once only on a 0 -> N change
+    assert len(kernel.requests) == 2
+    for request, keepalive in zip(kernel.requests, (0, 25), strict=True):
+        _, _, peer = peer_of(request)
+        assert dict(peer) == {
+            PEER_PUBLIC_KEY: PEER_B,
+            PEER_FLAGS: struct.pack("=I", WGPEER_F_UPDATE_ONLY),
+            PEER_ENDPOINT: sockaddr_in6("2001:db8::7", 51821),
+            PEER_KEEPALIVE: struct.pack("=H", keepalive),
+        }
 
 
 async def test_set_endpoint_with_zone_keeps_scope_id_in_host_order(kernel: FakeKernel) -> None:

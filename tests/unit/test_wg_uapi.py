@@ -190,7 +190,8 @@ def test_set_request_bytes_with_keepalive_and_ipv6() -> None:
         request
         == (
             f"set=1\npublic_key={PEER_V6.hex()}\nupdate_only=true\n"
-            "endpoint=[2001:db8::7]:51821\npersistent_keepalive_interval=25\n\n"
+            "endpoint=[2001:db8::7]:51821\npersistent_keepalive_interval=0\n"
+            "persistent_keepalive_interval=25\n\n"
         ).encode()
     )
 
@@ -290,7 +291,8 @@ async def test_set_endpoint_over_the_socket(uapi: FakeUapi, tmp_path: Path) -> N
     await UapiBackend(tmp_path).set_endpoint("wg0", PEER_V6, "[2001:db8::9]:5", keepalive=25)
     assert uapi.requests == [
         f"set=1\npublic_key={PEER_V6.hex()}\nupdate_only=true\n"
-        "endpoint=[2001:db8::9]:5\npersistent_keepalive_interval=25\n\n".encode()
+        "endpoint=[2001:db8::9]:5\npersistent_keepalive_interval=0\n"
+        "persistent_keepalive_interval=25\n\n".encode()
     ]
 
 
