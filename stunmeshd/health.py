@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 KEEPALIVE_BYTES = 32  # a WireGuard keepalive as the tx/rx counters count it
-STALL_AFTER = 3.0  # s of silence, while we were sending data, before a path counts as broken
+STALL_AFTER = 2.0  # s of silence, while we were sending data, before a path counts as broken
 
 
 @dataclass
@@ -35,10 +35,12 @@ class TrafficWatch:
     _last_rx_change: float = 0.0
     _tx_since_rx: int = 0
     _reported: bool = False
+    busy: bool = False  # data (not just keepalives) was sent since the previous sample
 
     def observe(self, rx: int, tx: int, now: float | None = None) -> bool:
         """Feed the latest counters; True once when the path has just been found broken."""
         now = time.monotonic() if now is None else now
+        self.busy = self._tx >= 0 and tx - self._tx > KEEPALIVE_BYTES
         if self._rx < 0 or rx < self._rx or tx < self._tx:  # first sample or counters reset
             self._rx, self._tx, self._last_rx_change = rx, tx, now
             self._tx_since_rx, self._reported = 0, False

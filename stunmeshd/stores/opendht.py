@@ -14,6 +14,13 @@ open sealed records, ``get_all`` hands the engine every candidate, newest first,
 order; ``get`` is the newest acceptable one, as stunmesh-go returns. Records must be refreshed
 well inside the expiry: ``republish_interval`` tells the engine how often, and ``dedup`` is
 refused (a skipped refresh would let the record expire).
+
+``watch`` streams a key's changes with ``GET <ep>/key/<40hex>/listen``: the proxy answers
+200 with a chunked body, first every value already stored, then one JSON line per value as
+it arrives (``"expired":true`` marks a value leaving). That is the route every dhtnode with the
+``/key/`` routes serves; the older ``LISTEN /<hash>`` method needs OpenDHT's forked HTTP parser
+(Debian's 2.4.12 drops the connection without an answer). The proxy sends nothing while idle,
+so there is no read timeout: TCP keep-alive notices a vanished proxy instead.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ import binascii
 import json
 import logging
 import re
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -53,6 +61,9 @@ DURATION_UNITS = {
 OPTIONS = frozenset({"endpoint", "endpoints", "magic", "timeout"})
 MAX_BODY = 4 << 20  # anyone can add values under a key; do not read without bound
 SUGGESTED_PROXY = "https://dhtproxy.jami.net"
+MAX_LINE = 256 << 10  # a watched value's line; a DHT value is at most 64 KiB (base64: ~88 KiB)
+MAX_SEEN = 4096  # values a watch remembers; forgetting one only costs a spurious wake-up
+KEEPALIVE = (60, 15, 4)  # TCP keep-alive idle, interval, probes: a dead proxy shows in ~2 min
 
 
 def _go_json_string(text: str) -> str:
@@ -90,26 +101,37 @@ def decode_values(
     """
     found: set[tuple[int, str]] = set()
     for line in body.splitlines():
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-            raw = base64.b64decode(value["data"], validate=True)
-            env = json.loads(raw)
-        except (ValueError, TypeError, KeyError, binascii.Error, RecursionError):
-            continue
-        if not isinstance(env, dict) or env.get("magic") != magic:
-            continue
-        ts, data = env.get("ts"), env.get("data")
-        if not isinstance(ts, int) or isinstance(ts, bool):
-            continue
-        if not isinstance(data, str) or not HEX_RE.match(data):
-            continue
-        if ts > now + max_future_skew:
-            log.debug("opendht value ignored: ts %d is in the future", ts)
-            continue
-        found.add((ts, data))
+        item = _decode_line(line, magic, now=now, max_future_skew=max_future_skew)
+        if item is not None:
+            found.add(item)
     return sorted(found, key=lambda item: item[0], reverse=True)
+
+
+def _decode_line(
+    line: bytes, magic: str, *, now: float, max_future_skew: float, skip_expired: bool = False
+) -> tuple[int, str] | None:
+    """(ts, data) of one proxy line if it carries an acceptable envelope (see decode_values)."""
+    if not line.strip():
+        return None
+    try:
+        value = json.loads(line)
+        if skip_expired and value.get("expired") is True:
+            return None  # a value leaving the DHT is not news
+        raw = base64.b64decode(value["data"], validate=True)
+        env = json.loads(raw)
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, RecursionError):
+        return None
+    if not isinstance(env, dict) or env.get("magic") != magic:
+        return None
+    ts, data = env.get("ts"), env.get("data")
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        return None
+    if not isinstance(data, str) or not HEX_RE.match(data):
+        return None
+    if ts > now + max_future_skew:
+        log.debug("opendht value ignored: ts %d is in the future", ts)
+        return None
+    return ts, data
 
 
 def parse_duration(value: Any, *, key: str) -> float:
@@ -182,6 +204,7 @@ class OpenDHTStore:
     dedup_safe = False  # the registry's marker: values expire, never skip a refresh
     republish_interval = 240.0  # seconds; values expire after 600 s
     max_future_skew = 300.0  # seconds a value's ts may lie ahead of our clock
+    supports_watch = True  # the engine probes this: ``watch`` pushes changes (see its doc)
 
     def __init__(
         self,
@@ -202,6 +225,8 @@ class OpenDHTStore:
         self.clock = clock  # unix time for envelope ts; replaceable in tests
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
+        self._watching: set[aiohttp.ClientResponse] = set()  # open streams, for close()
 
     @classmethod
     def from_config(cls, cfg: PluginConfig) -> Self:
@@ -252,12 +277,151 @@ class OpenDHTStore:
         envelope = encode_envelope(self.magic, int(self.clock()), value)
         await self._request("POST", key, encode_put_body(envelope))
 
+    async def watch(self, key: str) -> AsyncIterator[None]:
+        """Yield once the watch is live, then once per batch of new acceptable values.
+
+        The first yield means "the stream is open": a ``get_all`` done then sees everything
+        published before, so a caller that (re)starts a watch loses nothing. After that it
+        yields only for values (acceptable as ``decode_values`` judges) that were not under
+        the key when the stream opened and were not seen before; forged, expired and repeated
+        values never wake it, and values arriving while the caller is busy make one yield.
+        (What "was there" comes from a get on the same proxy once the stream is open; if that
+        get fails, the values already there wake it once more, which costs only a read.)
+        Runs until cancelled. Raises StoreError when no endpoint will open a stream, or when
+        the open one breaks or ends or the store is closed (the caller re-establishes, with
+        backoff; the first yield of the new watch covers what happened in between).
+
+        Watches have a session of their own with no request slots: a long-lived stream per
+        peer must not starve ``get``/``set``. Close it promptly (``contextlib.aclosing``) when
+        not iterating to the end; cancellation closes the connection.
+        """
+        key = _check_key(key)
+        session = self._watch_session_for_loop()
+        resp, endpoint, seen = await self._open_watch(session, key)
+        lines = _LineReader(resp, MAX_LINE)
+        self._watching.add(resp)
+        try:
+            yield
+            while True:
+                try:
+                    batch = await lines.next_batch()
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    reason = _transport_reason(exc)
+                    log.warning("opendht watch broke endpoint=%s reason=%s", endpoint, reason)
+                    raise StoreError(f"opendht: watch {key} at {endpoint}: {reason}") from None
+                if batch is None:
+                    raise StoreError(f"opendht: watch {key} at {endpoint}: the proxy ended it")
+                now = self.clock()
+                fresh = False
+                for line in batch:
+                    item = _decode_line(
+                        line,
+                        self.magic,
+                        now=now,
+                        max_future_skew=self.max_future_skew,
+                        skip_expired=True,
+                    )
+                    if item is None or item in seen:
+                        continue
+                    seen[item] = None
+                    if len(seen) > MAX_SEEN:
+                        del seen[next(iter(seen))]
+                    fresh = True
+                if fresh:
+                    yield
+        finally:
+            self._watching.discard(resp)
+            resp.close()
+
+    async def _open_watch(
+        self, session: aiohttp.ClientSession, key: str
+    ) -> tuple[aiohttp.ClientResponse, str, dict[tuple[int, str], None]]:
+        """The first endpoint that opens a listen stream, with what the key held by then."""
+        failures: list[str] = []
+        for endpoint in self.endpoints:
+            resp: aiohttp.ClientResponse | None = None
+            try:
+                async with asyncio.timeout(self.timeout):
+                    _check_open(session)
+                    resp = await session.get(f"{endpoint}/key/{key}/listen")
+                    if resp.status >= 400:
+                        detail = (await _read_bounded(resp, 200))[:200]
+                        raise _HTTPFailure(resp.status, detail)
+                # opened before the snapshot: a value put in between is in the stream, not lost
+                snapshot = await self._snapshot(session, endpoint, key)
+            except (aiohttp.ClientError, TimeoutError, OSError, _HTTPFailure) as exc:
+                if resp is not None:
+                    resp.close()
+                reason = str(exc) if isinstance(exc, _HTTPFailure) else _transport_reason(exc)
+                failures.append(f"{endpoint}: {reason}")
+                log.warning("opendht watch endpoint failed endpoint=%s reason=%s", endpoint, reason)
+                continue
+            except BaseException:
+                if resp is not None:
+                    resp.close()
+                raise
+            _enable_keepalive(resp)
+            log.debug("opendht watch open endpoint=%s values=%d", endpoint, len(snapshot))
+            return resp, endpoint, dict.fromkeys(snapshot)
+        raise StoreError(f"opendht: watch {key}: every endpoint failed: " + "; ".join(failures))
+
+    async def _snapshot(
+        self, session: aiohttp.ClientSession, endpoint: str, key: str
+    ) -> list[tuple[int, str]]:
+        """The acceptable values under ``key`` now, from the proxy that streams it.
+
+        A get that fails or is slow (a DHT get waits for unresponsive nodes to time out) does
+        not fail the watch: the stream is what matters, and without a snapshot the values
+        already there only cost one spurious wake-up.
+        """
+        try:
+            async with asyncio.timeout(self.timeout):
+                _check_open(session)
+                async with session.get(f"{endpoint}/key/{key}") as snap:
+                    body = await _read_bounded(snap, MAX_BODY)
+                    status = snap.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.info(
+                "opendht watch without snapshot endpoint=%s reason=%s",
+                endpoint,
+                _transport_reason(exc),
+            )
+            return []
+        if status >= 400:
+            log.info("opendht watch without snapshot endpoint=%s status=%d", endpoint, status)
+            return []
+        if len(body) > MAX_BODY:
+            body = body[: body.rfind(b"\n", 0, MAX_BODY) + 1]
+        return decode_values(
+            body, self.magic, now=self.clock(), max_future_skew=self.max_future_skew
+        )
+
     async def close(self) -> None:
-        """Close the HTTP session (a later call opens a new one)."""
+        """Close the HTTP sessions (a later call opens new ones); open watches then fail."""
         session, self._session = self._session, None
+        watch_session, self._watch_session = self._watch_session, None
         self._slots = None
+        # closing a session does not wake a reader parked on a stream (aiohttp drops the
+        # payload before the connection is lost), so end each open watch's read explicitly
+        for resp in self._watching:
+            resp.content.set_exception(aiohttp.ClientConnectionError("the store was closed"))
+        self._watching.clear()
         if session is not None:
             await session.close()
+        if watch_session is not None:
+            await watch_session.close()
+
+    def _watch_session_for_loop(self) -> aiohttp.ClientSession:
+        """Watches' own session: no request slots, no total or read timeout, no pooling."""
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=True),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=None, sock_connect=self.timeout, sock_read=None
+                ),
+                headers={"User-Agent": "stunmeshd"},
+            )
+        return self._watch_session
 
     def _session_for_loop(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         if self._session is None or self._session.closed or self._slots is None:
@@ -309,6 +473,88 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         if size > limit:
             break
     return b"".join(chunks)[: limit + 1]
+
+
+class _HTTPFailure(Exception):
+    """An endpoint answered with an HTTP error (internal: becomes part of a StoreError)."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        detail = body.decode("utf-8", "replace").strip()
+        super().__init__(f"HTTP {status} {detail}".rstrip())
+
+
+class _LineReader:
+    """Complete lines from a streamed body, in batches of what has arrived; bounded memory.
+
+    A line longer than ``limit`` is dropped whole (nothing of ours is that long), so a
+    proxy, or anyone who put a huge value, cannot make the reader buffer without end.
+    """
+
+    def __init__(self, resp: aiohttp.ClientResponse, limit: int) -> None:
+        self._resp = resp
+        self._limit = limit
+        self._partial = bytearray()
+        self._skipping = False  # inside an over-long line, until its newline
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete line (never more than the limit)."""
+        return len(self._partial)
+
+    async def next_batch(self) -> list[bytes] | None:
+        """The lines completed by the next data to arrive; None at the end of the stream."""
+        while True:
+            chunk = await self._resp.content.readany()
+            if not chunk:
+                return None
+            lines = self._feed(chunk)
+            if lines:
+                return lines
+
+    def _feed(self, chunk: bytes) -> list[bytes]:
+        parts = chunk.split(b"\n")
+        lines: list[bytes] = []
+        for part in parts[:-1]:
+            if self._skipping:
+                self._skipping = False
+            elif len(self._partial) + len(part) <= self._limit:
+                self._partial += part
+                lines.append(bytes(self._partial))
+            else:
+                log.warning("opendht watch: dropped a line over %d bytes", self._limit)
+            self._partial.clear()
+        tail = parts[-1]
+        if self._skipping:
+            pass
+        elif len(self._partial) + len(tail) > self._limit:
+            log.warning("opendht watch: dropped a line over %d bytes", self._limit)
+            self._partial.clear()
+            self._skipping = True
+        else:
+            self._partial += tail
+        return lines
+
+
+def _check_open(session: aiohttp.ClientSession) -> None:
+    """close() ran while a watch was opening: stop, rather than fail on a closed session."""
+    if session.closed:
+        raise StoreError("opendht: the store was closed")
+
+
+def _enable_keepalive(resp: aiohttp.ClientResponse) -> None:
+    """TCP keep-alive on a watch: the proxy is silent while idle, so only probes find it gone."""
+    conn = resp.connection
+    sock = conn.transport.get_extra_info("socket") if conn and conn.transport else None
+    if sock is None:
+        return
+    idle, interval, count = KEEPALIVE
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+    except OSError as exc:
+        log.debug("opendht watch: no TCP keep-alive: %s", exc)
 
 
 def _transport_reason(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
 from stunmeshd.stores.opendht import (
     OpenDHTStore,
+    _LineReader,
     decode_values,
     encode_envelope,
     encode_put_body,
@@ -335,3 +336,285 @@ async def test_bad_keys_never_reach_the_proxy(proxy: Proxy, key: str) -> None:
     finally:
         await store.close()
     assert proxy.seen == []
+
+
+# -- watching -------------------------------------------------------------------------------
+
+
+class ListenProxy:
+    """A stand-in for dhtnode's ``GET /key/<k>/listen``: the stored values first, then what
+    the test pushes, one chunk per push; ``GET /key/<k>`` answers the stored values."""
+
+    def __init__(self) -> None:
+        self.stored: list[bytes] = []
+        self.listen_status = 200
+        self.get_status = 200
+        self.get_hangs = False
+        self.pushes: asyncio.Queue[bytes | None] = asyncio.Queue()  # None ends the stream
+        self.opened = 0
+        self.gone = asyncio.Event()  # a listener's connection went away
+        self.url = ""
+
+    async def listen(self, request: web.Request) -> web.StreamResponse:
+        self.opened += 1
+        if self.listen_status != 200:
+            return web.Response(status=self.listen_status, body=b'{"err":"no"}')
+        resp = web.StreamResponse()
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        try:
+            for value in self.stored:
+                await resp.write(value + b"\n")
+            while (chunk := await self.pushes.get()) is not None:
+                await resp.write(chunk)
+            await resp.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            self.gone.set()
+            raise
+        return resp
+
+    async def get(self, request: web.Request) -> web.Response:
+        if self.get_hangs:
+            await asyncio.sleep(3600)
+        body = b"".join(v + b"\n" for v in self.stored)
+        return web.Response(status=self.get_status, body=body, content_type="application/json")
+
+
+StartListenProxy = Callable[[], Awaitable[ListenProxy]]
+
+
+@pytest.fixture
+async def listen_proxies() -> AsyncIterator[StartListenProxy]:
+    runners: list[web.AppRunner] = []
+
+    async def start() -> ListenProxy:
+        p = ListenProxy()
+        app = web.Application()
+        app.router.add_get("/key/{key}/listen", p.listen)
+        app.router.add_get("/key/{key}", p.get)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        p.url = f"http://{host}:{port}"
+        return p
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def next_wake(events: AsyncIterator[None], within: float = 5.0) -> None:
+    await asyncio.wait_for(anext(events), within)
+
+
+async def no_wake(events: AsyncIterator[None], quiet: float = 0.3) -> bool:
+    """True when ``events`` stays quiet for ``quiet`` s (the pending read is then abandoned)."""
+    try:
+        await asyncio.wait_for(anext(events), quiet)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_watch_wakes_for_new_values_only(listen_proxies: StartListenProxy) -> None:
+    proxy = await listen_proxies()
+    proxy.stored = [line("stunmesh-v1", NOW - 60, "aa")]
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    events = store.watch(KEY)
+    try:
+        await next_wake(events)  # live: the one wake-up a (re)started watch always gives
+        # the stored value again under another id, an expiry, forgeries: none is news
+        again = json.loads(line("stunmesh-v1", NOW - 60, "aa"))
+        again["id"] = "99"
+        gone = dict(json.loads(line("stunmesh-v1", NOW - 1, "dd")), expired=True)
+        for noise in [
+            json.dumps(again).encode(),
+            json.dumps(gone).encode(),
+            line("someone-else", NOW, "ee"),
+            line("stunmesh-v1", NOW + 3600, "ff"),
+            b"\x00garbage",
+            b"{}",
+        ]:
+            proxy.pushes.put_nowait(noise + b"\n")
+        assert await no_wake(events)
+    finally:
+        await events.aclose()
+        await store.close()
+
+
+async def test_watch_wakes_once_per_new_value(listen_proxies: StartListenProxy) -> None:
+    proxy = await listen_proxies()
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    events = store.watch(KEY)
+    try:
+        await next_wake(events)
+        new = line("stunmesh-v1", NOW, "bb")
+        proxy.pushes.put_nowait(new[:10])  # a line split across chunks
+        proxy.pushes.put_nowait(new[10:] + b"\n")
+        await next_wake(events)
+        proxy.pushes.put_nowait(new + b"\n")  # the same envelope again
+        assert await no_wake(events)
+    finally:
+        await events.aclose()
+        await store.close()
+
+
+async def test_an_overlong_line_is_dropped_not_buffered(listen_proxies: StartListenProxy) -> None:
+    proxy = await listen_proxies()
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    events = store.watch(KEY)
+    try:
+        await next_wake(events)
+        huge = b'{"data":"' + b"A" * (300 << 10)  # longer than MAX_LINE, in pieces
+        for i in range(0, len(huge), 50_000):
+            proxy.pushes.put_nowait(huge[i : i + 50_000])
+        proxy.pushes.put_nowait(b'"}\n' + line("stunmesh-v1", NOW, "cc") + b"\n")
+        await next_wake(events)  # the honest value after it still wakes the watch
+    finally:
+        await events.aclose()
+        await store.close()
+
+
+async def test_watch_fails_over_in_order(listen_proxies: StartListenProxy) -> None:
+    first, second = await listen_proxies(), await listen_proxies()
+    first.listen_status = 404  # e.g. a proxy without the /key/ routes
+    store = OpenDHTStore("dht", endpoints=[first.url, second.url], clock=lambda: NOW)
+    events = store.watch(KEY)
+    try:
+        await next_wake(events)
+        second.pushes.put_nowait(line("stunmesh-v1", NOW, "bb") + b"\n")
+        await next_wake(events)
+    finally:
+        await events.aclose()
+        await store.close()
+    assert first.opened == 1 and second.opened == 1
+
+
+async def test_the_line_buffer_stays_bounded() -> None:
+    flood = [b"x" * 65536] * 64  # 4 MiB without a newline
+    ok = line("stunmesh-v1", NOW, "aa")
+    chunks = [*flood, b"end of the flood\n" + ok + b"\n"]
+    held: list[int] = []
+
+    class Content:
+        async def readany(self) -> bytes:
+            held.append(reader.buffered)
+            return chunks.pop(0) if chunks else b""
+
+    class Resp:
+        content = Content()
+
+    reader = _LineReader(Resp(), 1 << 16)  # type: ignore[arg-type]
+    assert await reader.next_batch() == [ok]  # the flood is dropped, the next line kept
+    assert max(held) <= 1 << 16
+
+
+@pytest.mark.parametrize("trouble", ["status", "hang"])
+async def test_a_failed_snapshot_costs_one_wake_not_the_watch(
+    listen_proxies: StartListenProxy, trouble: str
+) -> None:
+    first, second = await listen_proxies(), await listen_proxies()
+    first.stored = [line("stunmesh-v1", NOW - 60, "aa")]
+    if trouble == "status":
+        first.get_status = 502
+    else:
+        first.get_hangs = True  # a DHT get waiting on dead nodes
+    store = OpenDHTStore("dht", endpoints=[first.url, second.url], clock=lambda: NOW, timeout=0.5)
+    events = store.watch(KEY)
+    try:
+        await next_wake(events)  # live
+        await next_wake(events)  # the value that was there, unrecognised without a snapshot
+        first.pushes.put_nowait(line("stunmesh-v1", NOW, "bb") + b"\n")
+        await next_wake(events)  # still watching the first proxy
+    finally:
+        await events.aclose()
+        await store.close()
+    assert second.opened == 0
+
+
+async def test_watch_names_every_failed_endpoint(listen_proxies: StartListenProxy) -> None:
+    first = await listen_proxies()
+    first.listen_status = 500
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts, never answers
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    hung = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    dead = "http://127.0.0.1:9"
+    store = OpenDHTStore("dht", endpoints=[first.url, hung, dead], timeout=0.5)
+    try:
+        with pytest.raises(StoreError) as err:
+            await anext(store.watch(KEY))
+    finally:
+        await store.close()
+        server.close()
+        await server.wait_closed()
+    message = str(err.value)
+    assert f"{first.url}: HTTP 500" in message
+    assert f"{hung}: timed out" in message
+    assert dead in message
+
+
+async def test_watch_raises_when_the_stream_ends_or_the_store_closes(
+    listen_proxies: StartListenProxy,
+) -> None:
+    proxy = await listen_proxies()
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    try:
+        events = store.watch(KEY)
+        await next_wake(events)
+        proxy.pushes.put_nowait(None)
+        with pytest.raises(StoreError, match="ended"):
+            await next_wake(events)
+
+        events = store.watch(KEY)
+        await next_wake(events)
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0.05)
+        await store.close()
+        with pytest.raises(StoreError):
+            await asyncio.wait_for(pending, 5)
+    finally:
+        await store.close()
+
+
+async def test_watches_leave_the_request_slots_free(listen_proxies: StartListenProxy) -> None:
+    proxy = await listen_proxies()
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    store.max_concurrency = 2
+    keys = [f"{i:040x}" for i in range(5)]
+    watches = [store.watch(k) for k in keys]
+    try:
+        for events in watches:
+            await next_wake(events)
+        proxy.stored = [line("stunmesh-v1", NOW, "aa")]
+        assert await asyncio.wait_for(store.get(KEY), 5) == "aa"  # not starved by 5 streams
+    finally:
+        for events in watches:
+            await events.aclose()
+        await store.close()
+
+
+async def test_closing_a_watch_hangs_up(listen_proxies: StartListenProxy) -> None:
+    proxy = await listen_proxies()
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    try:
+        events = store.watch(KEY)
+        await next_wake(events)
+        task = asyncio.create_task(next_wake(events, within=60))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await events.aclose()
+        await asyncio.wait_for(proxy.gone.wait(), 5)  # the proxy saw the connection go
+    finally:
+        await store.close()
+
+
+def test_watch_is_advertised() -> None:
+    assert getattr(OpenDHTStore, "supports_watch", False) is True
