@@ -120,8 +120,9 @@ class EndpointRecord:
     """The plaintext of a record: ``{"ipv4":"ip:port","ipv6":"[ip]:port","ts":N}``.
 
     ``ipv4``/``ipv6`` are normalised on construction (RFC 5952 for IPv6); at least one must
-    be present. ``ts`` (unix seconds) is stunmeshd's addition for replay protection;
-    stunmesh-go ignores it and never writes it. Invalid content raises RecordError.
+    be present. ``ts`` (unix time in milliseconds: two records of one second must still be
+    ordered, e.g. a restart right after a publish) is stunmeshd's addition for replay
+    protection; stunmesh-go ignores it and never writes it. Invalid content raises RecordError.
     """
 
     ipv4: str | None = None
@@ -144,7 +145,7 @@ class EndpointRecord:
     @classmethod
     def stamped(cls, ipv4: str | None = None, ipv6: str | None = None) -> EndpointRecord:
         """A record carrying the current time as ``ts``: what stunmeshd publishes."""
-        return cls(ipv4, ipv6, int(time.time()))
+        return cls(ipv4, ipv6, int(time.time() * 1000))
 
     @property
     def endpoints(self) -> tuple[str, ...]:

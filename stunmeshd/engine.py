@@ -66,7 +66,8 @@ DEVICE_BACKOFF_START = 0.25  # s, for a missing device or failed discovery
 DEVICE_BACKOFF_CAP = 30.0
 KICK_KEEPALIVE = 25  # s: persistent keepalive set on peers that have none (NAT needs it)
 POLL_FAST = 1.0  # s: device poll while a handshake is awaited
-POLL_SLOW = 2.0  # s: device poll otherwise: handshake age, rx/tx, a stalled path
+POLL_BUSY = 1.0  # s: device poll while data flows, to see a broken path quickly
+POLL_SLOW = 5.0  # s: device poll otherwise: handshake age, rx/tx
 PUNCH_DELAY = 0.3  # s between publishing a moved endpoint and kicking WireGuard towards peers
 BAD_FAMILY_TTL = 120.0  # s a family whose path broke is avoided by prefer_* peers
 STORE_CONCURRENCY = 32  # store operations in flight per device
@@ -164,6 +165,7 @@ class DeviceWorker:
         self.task: asyncio.Task[None] | None = None
         self._rediscover_requested = False
         self._published: tuple[str, ...] = ()  # endpoints last published (across re-creation)
+        self._cycling = False  # a full cycle is running
 
     def _detached_status(self) -> DeviceStatus:
         return DeviceStatus(
@@ -291,6 +293,7 @@ class DeviceWorker:
     async def _full_cycle(self) -> None:
         waiters, self._waiters = self._waiters, []
         self._full_requested = False
+        self._cycling = True
         try:
             result = await self._run_full_cycle()
         except asyncio.CancelledError:
@@ -298,6 +301,8 @@ class DeviceWorker:
         except Exception as exc:
             log.exception("refresh failed iface=%s", self.cfg.name)
             result = CycleResult(False, f"internal error: {exc}")
+        finally:
+            self._cycling = False
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(result)
@@ -398,8 +403,8 @@ class DeviceWorker:
         )
         self.discovery = Discovery()
         self._warned.clear()
-        self._full_requested = True  # discover and publish before anything else
-        self._wake.set()
+        if not self._cycling:  # discover and publish before anything else
+            self.trigger_full()
         log.info(
             "device adopted iface=%s backend=%s previous_error=%s",
             self.cfg.name,
@@ -714,31 +719,39 @@ class DeviceWorker:
                 rt.next_fetch - self.loop.time(),
             )
             return CycleResult(True)
-        record, endpoint = self._open_first(rt, candidates)
+        record, endpoint = self._open_best(rt, candidates)
         rt.status.update(state=PeerState.RESOLVED, discovered_endpoint=endpoint)
         await self._apply(rt, endpoint, record)
         return CycleResult(True)
 
-    def _open_first(self, rt: PeerRuntime, values: list[str]) -> tuple[crypto.EndpointRecord, str]:
-        """The first candidate that opens, passes the guard and has an endpoint we can use."""
+    def _open_best(self, rt: PeerRuntime, values: list[str]) -> tuple[crypto.EndpointRecord, str]:
+        """The newest candidate that opens, passes the guard and has an endpoint we can use.
+
+        A store may hold several (OpenDHT keeps every put for 10 minutes).
+        """
         assert self.info is not None
         errors: list[str] = []
+        best: tuple[crypto.EndpointRecord, str] | None = None
+        avoid = rt.avoided_families(self.loop.time())
         for value in values:
             try:
                 plaintext = crypto.open_sealed(value, self.info.private_key, rt.cfg.public_key)
                 record = crypto.EndpointRecord.from_json(plaintext)
                 rt.guard.check(value, record, own_endpoints=self.status.public_endpoints)
-                endpoint = choose_endpoint(
-                    record, rt.cfg.protocol, rt.avoided_families(self.loop.time())
-                )
+                endpoint = choose_endpoint(record, rt.cfg.protocol, avoid)
             except RecordError as exc:
                 errors.append(str(exc))
                 continue
-            rt.guard.accept(record)
-            return record, endpoint
-        error = "; ".join(dict.fromkeys(errors))
-        log.warning("record refused iface=%s peer=%s reason=%s", self.cfg.name, rt.cfg.label, error)
-        raise RecordError(f"record refused: {error}")
+            if best is None or (record.ts or -1) > (best[0].ts or -1):
+                best = (record, endpoint)
+        if best is None:
+            error = "; ".join(dict.fromkeys(errors))
+            log.warning(
+                "record refused iface=%s peer=%s reason=%s", self.cfg.name, rt.cfg.label, error
+            )
+            raise RecordError(f"record refused: {error}")
+        rt.guard.accept(best[0])
+        return best
 
     async def _apply(self, rt: PeerRuntime, endpoint: str, record: crypto.EndpointRecord) -> None:
         assert self.info is not None
@@ -755,7 +768,7 @@ class DeviceWorker:
             current is not None
             and recent
             and current.endpoint
-            and (record.ts is None or record.ts <= current.latest_handshake)
+            and (record.ts is None or record.ts / 1000 < current.latest_handshake)
         ):
             log.info(
                 "keeping roamed endpoint iface=%s peer=%s wireguard=%s record=%s",
@@ -840,7 +853,8 @@ class DeviceWorker:
                         rt.cfg.label,
                         rt.status.last_error,
                     )
-        self.next_poll = now + (POLL_FAST if awaiting else POLL_SLOW)
+        busy = any(rt.traffic.busy for rt in self.peers.values())
+        self.next_poll = now + (POLL_FAST if awaiting else POLL_BUSY if busy else POLL_SLOW)
 
     def _note_connection(self, rt: PeerRuntime, current: PeerInfo) -> None:
         fields: dict[str, Any] = {
