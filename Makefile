@@ -10,7 +10,10 @@ DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nft
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 
-.PHONY: all deps venv test lint demo clean $(addprefix bench-,$(BENCHES))
+PREFIX  ?= /usr
+DESTDIR ?=
+
+.PHONY: all deps venv test lint demo install clean $(addprefix bench-,$(BENCHES))
 
 all: test
 
@@ -42,6 +45,11 @@ demo: deps venv
 # Benchmarks print their figures as key=value pairs on their last line (run as root).
 $(addprefix bench-,$(BENCHES)): bench-%: deps venv
 	$(PY) bench/$*.py
+
+# The package and the system files (bus policy, activation, introspection XML, polkit
+# actions, systemd unit) under conventional prefixes; DESTDIR is honoured for packagers.
+install:
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) packaging/install.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

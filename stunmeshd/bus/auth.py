@@ -1,0 +1,266 @@
+"""Who is calling, and may they: caller capture, polkit, per-caller rate limits.
+
+dbus-fast hands methods no caller information, so a message handler (which runs synchronously
+for every incoming message, right before dispatch) stores the message in a ContextVar; the
+method's task is created in that same context, so ``current_message`` is the right message
+inside the method, across awaits, whatever other calls interleave (dbus-fast-notes.md §3).
+
+``METHOD_POLICY`` is the one table saying which polkit action guards each exported method, or
+that it is public; a method missing from it is refused (fail closed), and a test checks that
+every exported method is listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from dbus_fast import DBusError, Message, MessageFlag, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from stunmeshd.bus.names import (
+    ACTION_CONFIGURE,
+    ACTION_REFRESH,
+    ACTION_RELOAD,
+    ACTIONS,
+    DBUS_NAME,
+    DBUS_PATH,
+    DEVICE_IFACE,
+    MANAGER_IFACE,
+    PEER_IFACE,
+    POLKIT_IFACE,
+    POLKIT_NAME,
+    POLKIT_PATH,
+    Error,
+)
+from stunmeshd.bus.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+current_message: ContextVar[Message | None] = ContextVar("stunmeshd_bus_message", default=None)
+
+POLKIT_TIMEOUT = 10.0  # s for a non-interactive check (polkitd answers in a few ms)
+POLKIT_INTERACTIVE_TIMEOUT = 120.0  # s: a human may be typing a password
+DBUS_TIMEOUT = 5.0  # s for the bus daemon's own answers
+REFRESH_RATE = 2.0  # Refresh calls per second per caller, after ...
+REFRESH_BURST = 5  # ... this many at once
+UID_CACHE_SIZE = 4096
+ROOT_UID = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How one exported method is guarded: a polkit action (None = public), a rate limit."""
+
+    action: str | None
+    rate_limited: bool = False
+
+
+PUBLIC = Rule(None)
+
+METHOD_POLICY: Mapping[tuple[str, str], Rule] = {
+    (MANAGER_IFACE, "GetDevices"): PUBLIC,
+    (MANAGER_IFACE, "GetDeviceByInterface"): PUBLIC,
+    (MANAGER_IFACE, "GetPermissions"): PUBLIC,
+    (MANAGER_IFACE, "Refresh"): Rule(ACTION_REFRESH, rate_limited=True),
+    (MANAGER_IFACE, "Reload"): Rule(ACTION_RELOAD),
+    (MANAGER_IFACE, "SetLogLevel"): Rule(ACTION_CONFIGURE),
+    (DEVICE_IFACE, "GetPeerByPublicKey"): PUBLIC,
+    (DEVICE_IFACE, "Refresh"): Rule(ACTION_REFRESH, rate_limited=True),
+    (PEER_IFACE, "Refresh"): Rule(ACTION_REFRESH, rate_limited=True),
+}
+
+
+class Decision(enum.StrEnum):
+    """What GetPermissions reports per action."""
+
+    YES = "yes"
+    AUTH = "auth"  # allowed after authentication
+    NO = "no"
+
+
+def capture(msg: Message) -> None:
+    """Message handler: remember the method call being dispatched (never handles it)."""
+    current_message.set(msg if msg.message_type is MessageType.METHOD_CALL else None)
+
+
+def interactive(msg: Message) -> bool:
+    return bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
+
+
+class Authorizer:
+    """Answers "may the current caller do this?" with polkit, as NetworkManager does."""
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        *,
+        limiter: RateLimiter | None = None,
+        on_changed: Callable[[], None] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.limiter = limiter or RateLimiter(REFRESH_RATE, REFRESH_BURST)
+        self.on_changed = on_changed
+        self._uids: OrderedDict[str, int] = OrderedDict()
+
+    # ---- set-up ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen for polkit's Changed signal (rules or actions changed, a session moved)."""
+        self.bus.add_message_handler(self._on_signal)
+        rule = (
+            f"type='signal',sender='{POLKIT_NAME}',path='{POLKIT_PATH}',"
+            f"interface='{POLKIT_IFACE}',member='Changed'"
+        )
+        reply = await self._call(
+            Message(
+                destination=DBUS_NAME,
+                path=DBUS_PATH,
+                interface=DBUS_NAME,
+                member="AddMatch",
+                signature="s",
+                body=[rule],
+            ),
+            DBUS_TIMEOUT,
+        )
+        if reply is None or reply.message_type is MessageType.ERROR:
+            log.warning("cannot subscribe to polkit changes; CheckPermissions will not be sent")
+
+    def _on_signal(self, msg: Message) -> None:
+        if (
+            msg.message_type is MessageType.SIGNAL
+            and msg.interface == POLKIT_IFACE
+            and msg.member == "Changed"
+            and msg.path == POLKIT_PATH
+            and self.on_changed is not None
+        ):
+            self.on_changed()
+
+    # ---- the checks --------------------------------------------------------------------
+
+    async def authorize(self, interface: str, member: str, /, **details: str) -> None:
+        """Raise the D-Bus error the caller of ``interface.member`` deserves, or return."""
+        msg = current_message.get()
+        rule = METHOD_POLICY.get((interface, member))
+        if msg is None or msg.sender is None:
+            log.error("no caller recorded for %s.%s: denied", interface, member)
+            raise DBusError(Error.ACCESS_DENIED, "caller unknown")
+        if rule is None:
+            log.error("method %s.%s has no polkit rule: denied", interface, member)
+            raise DBusError(Error.ACCESS_DENIED, f"{member} is not allowed")
+        sender = msg.sender
+        if rule.rate_limited and not self.limiter.allow(sender):
+            wait = self.limiter.retry_after(sender)
+            raise DBusError(
+                Error.LIMITS_EXCEEDED,
+                f"too many {member} calls; try again in {max(wait, 0.1):.1f} s",
+            )
+        if rule.action is None:
+            return
+        allow_interaction = interactive(msg)
+        decision = await self.check(sender, rule.action, details, interactive=allow_interaction)
+        if decision is Decision.YES:
+            return
+        log.info(
+            "denied sender=%s member=%s action=%s decision=%s",
+            sender,
+            member,
+            rule.action,
+            decision,
+        )
+        if decision is Decision.AUTH and not allow_interaction:
+            raise DBusError(
+                Error.INTERACTIVE_AUTHORIZATION_REQUIRED,
+                f"{member} needs authentication: {rule.action} (call again allowing "
+                "interactive authorization)",
+            )
+        raise DBusError(Error.ACCESS_DENIED, f"not authorized: {rule.action}")
+
+    async def permissions(self) -> dict[str, str]:
+        """Action id -> yes/auth/no for the current caller, never prompting."""
+        msg = current_message.get()
+        if msg is None or msg.sender is None:
+            return {action: Decision.NO.value for action in ACTIONS}
+        sender = msg.sender
+        decisions = await asyncio.gather(
+            *(self.check(sender, action, {}, interactive=False) for action in ACTIONS)
+        )
+        return {a: d.value for a, d in zip(ACTIONS, decisions, strict=True)}
+
+    async def check(
+        self, sender: str, action: str, details: Mapping[str, str], *, interactive: bool
+    ) -> Decision:
+        """polkit's verdict; root is always allowed, and an unreachable polkit means no."""
+        uid = await self.caller_uid(sender)
+        if uid == ROOT_UID:
+            return Decision.YES
+        if uid is None:
+            return Decision.NO
+        reply = await self._call(
+            Message(
+                destination=POLKIT_NAME,
+                path=POLKIT_PATH,
+                interface=POLKIT_IFACE,
+                member="CheckAuthorization",
+                signature="(sa{sv})sa{ss}us",
+                body=[
+                    ["system-bus-name", {"name": Variant("s", sender)}],
+                    action,
+                    dict(details),
+                    1 if interactive else 0,
+                    "",
+                ],
+            ),
+            POLKIT_INTERACTIVE_TIMEOUT if interactive else POLKIT_TIMEOUT,
+        )
+        if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
+            error = reply.error_name if reply is not None else "no answer"
+            log.warning("polkit check failed action=%s error=%s: denied", action, error)
+            return Decision.NO
+        try:
+            authorized, challenge, _details = reply.body[0]
+        except (IndexError, TypeError, ValueError):
+            log.warning("polkit answered oddly action=%s: denied", action)
+            return Decision.NO
+        if authorized:
+            return Decision.YES
+        return Decision.AUTH if challenge else Decision.NO
+
+    async def caller_uid(self, sender: str) -> int | None:
+        """The Unix uid behind a unique bus name (cached: unique names are never reused)."""
+        uid = self._uids.get(sender)
+        if uid is not None:
+            self._uids.move_to_end(sender)
+            return uid
+        reply = await self._call(
+            Message(
+                destination=DBUS_NAME,
+                path=DBUS_PATH,
+                interface=DBUS_NAME,
+                member="GetConnectionUnixUser",
+                signature="s",
+                body=[sender],
+            ),
+            DBUS_TIMEOUT,
+        )
+        if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
+            return None  # the caller is gone, or the bus would not say
+        uid = int(reply.body[0])
+        self._uids[sender] = uid
+        if len(self._uids) > UID_CACHE_SIZE:
+            self._uids.popitem(last=False)
+        return uid
+
+    async def _call(self, msg: Message, timeout: float) -> Message | None:
+        """``bus.call`` with a time bound; None when there is no answer."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.bus.call(msg)
+        except (TimeoutError, OSError, EOFError, DBusError) as exc:
+            log.warning("bus call failed member=%s error=%s", msg.member, exc)
+            return None

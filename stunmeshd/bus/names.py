@@ -1,0 +1,73 @@
+"""Every D-Bus name stunmeshd uses, in one place (the data files in dbus/ and polkit/ repeat them).
+
+Changing a name here is an API break: bump the ``1`` in the bus name instead.
+"""
+
+from __future__ import annotations
+
+BUS_NAME = "io.github.stunmeshd.StunMesh1"
+ROOT = "/io/github/stunmeshd/StunMesh1"
+
+MANAGER_IFACE = BUS_NAME
+DEVICE_IFACE = f"{BUS_NAME}.Device"
+PEER_IFACE = f"{BUS_NAME}.Peer"
+OUR_INTERFACES = (MANAGER_IFACE, DEVICE_IFACE, PEER_IFACE)
+
+DEVICES_PATH = f"{ROOT}/Devices"
+PEERS_PATH = f"{ROOT}/Peers"
+
+
+def device_path(number: int) -> str:
+    return f"{DEVICES_PATH}/{number}"
+
+
+def peer_path(number: int) -> str:
+    return f"{PEERS_PATH}/{number}"
+
+
+# ---- standard interfaces ------------------------------------------------------------------
+
+DBUS_NAME = "org.freedesktop.DBus"
+DBUS_PATH = "/org/freedesktop/DBus"
+PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
+INTROSPECTABLE_IFACE = "org.freedesktop.DBus.Introspectable"
+OBJECT_MANAGER_IFACE = "org.freedesktop.DBus.ObjectManager"
+PEER_STD_IFACE = "org.freedesktop.DBus.Peer"
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+
+class Error:
+    """Error names a caller may receive (dbus-api.md, "Errors")."""
+
+    ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
+    INTERACTIVE_AUTHORIZATION_REQUIRED = (
+        "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+    )
+    INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
+    # a caller sent Refresh faster than its per-sender allowance (a standard name on purpose)
+    LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
+    SERVICE_UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
+    NAME_HAS_NO_OWNER = "org.freedesktop.DBus.Error.NameHasNoOwner"
+    NO_REPLY = "org.freedesktop.DBus.Error.NoReply"
+
+    NO_SUCH_DEVICE = f"{BUS_NAME}.Error.NoSuchDevice"
+    NO_SUCH_PEER = f"{BUS_NAME}.Error.NoSuchPeer"
+    NOT_READY = f"{BUS_NAME}.Error.NotReady"
+    STUN_FAILED = f"{BUS_NAME}.Error.StunFailed"
+    STORE_FAILED = f"{BUS_NAME}.Error.StoreFailed"
+    TIMEOUT = f"{BUS_NAME}.Error.Timeout"
+    FAILED = f"{BUS_NAME}.Error.Failed"
+
+
+# ---- polkit -------------------------------------------------------------------------------
+
+ACTION_REFRESH = f"{BUS_NAME}.refresh"
+ACTION_RELOAD = f"{BUS_NAME}.reload"
+ACTION_CONFIGURE = f"{BUS_NAME}.configure"
+ACTIONS = (ACTION_REFRESH, ACTION_RELOAD, ACTION_CONFIGURE)
+
+POLKIT_NAME = "org.freedesktop.PolicyKit1"
+POLKIT_PATH = "/org/freedesktop/PolicyKit1/Authority"
+POLKIT_IFACE = "org.freedesktop.PolicyKit1.Authority"

@@ -1,0 +1,34 @@
+"""The ``a{sv}`` options argument of action methods: known keys, exact types, or InvalidArgs.
+
+NetworkManager-style options let v2 add keys without new signatures; refusing unknown keys and
+wrong types now is what keeps that door open (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dbus_fast import Variant
+
+from stunmeshd.bus.errors import invalid_args
+
+# option name -> D-Bus signature of its value
+REFRESH_OPTIONS: Mapping[str, str] = {"wait": "b"}
+NO_OPTIONS: Mapping[str, str] = {}
+
+
+def parse_options(options: Any, spec: Mapping[str, str]) -> dict[str, Any]:
+    """Unwrap ``options`` against ``spec``; raise InvalidArgs naming the offending key."""
+    if not isinstance(options, dict):
+        raise invalid_args("options must be a dictionary a{sv}")
+    parsed: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in spec:
+            known = ", ".join(sorted(spec)) or "none"
+            raise invalid_args(f"unknown option {key!r} (known options: {known})")
+        signature = value.signature if isinstance(value, Variant) else None
+        if signature != spec[key]:
+            raise invalid_args(f"option {key!r} must have type {spec[key]!r}, not {signature!r}")
+        parsed[key] = value.value
+    return parsed

@@ -1,0 +1,131 @@
+"""Property tables: how each D-Bus property is read from a model object, and which model
+fields it follows.
+
+Getters must never raise: one raising getter breaks ``GetAll`` and ``GetManagedObjects`` for
+every client. So each value is checked against its signature here, and a value that does not
+fit (a bug upstream) is logged once and replaced by the property's neutral default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dbus_fast import Variant
+from dbus_fast.service import ServiceInterface
+
+from stunmeshd.bus.connection import ValuesProvider
+from stunmeshd.bus.names import PROPERTIES_IFACE
+
+if TYPE_CHECKING:
+    from stunmeshd.bus.context import BusContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Prop:
+    name: str  # D-Bus property name
+    signature: str
+    read: Callable[[Any], Any]  # model object -> plain Python value
+    fields: tuple[str, ...]  # model fields whose change changes this property
+    default: Any
+
+
+class PropertyTable:
+    """The properties of one D-Bus interface over one kind of model object."""
+
+    def __init__(self, props: Iterable[Prop]) -> None:
+        self.props: dict[str, Prop] = {p.name: p for p in props}
+        self._by_field: dict[str, list[Prop]] = {}
+        for prop in self.props.values():
+            for name in prop.fields:
+                self._by_field.setdefault(name, []).append(prop)
+        self._warned: set[str] = set()
+
+    def variant(self, name: str, obj: Any) -> Variant:
+        prop = self.props[name]
+        try:
+            return Variant(prop.signature, prop.read(obj))
+        except Exception as exc:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.error("property %s unreadable, sending its default: %r", name, exc)
+            return Variant(prop.signature, prop.default)
+
+    def value(self, name: str, obj: Any) -> Any:
+        return self.variant(name, obj).value
+
+    def variants(self, obj: Any) -> dict[str, Variant]:
+        return {name: self.variant(name, obj) for name in self.props}
+
+    def changed(self, obj: Any, fields: Iterable[str]) -> dict[str, Variant]:
+        """The properties that follow ``fields``, with their current values."""
+        names: dict[str, None] = {}
+        for field in fields:
+            for prop in self._by_field.get(field, ()):
+                names[prop.name] = None
+        return {name: self.variant(name, obj) for name in names}
+
+
+class TableInterface(ValuesProvider, ServiceInterface):
+    """An exported interface whose properties come from ``table`` over one model object.
+
+    Signals are sent straight from ``path`` (see ``StunMeshBus.emit``).
+    """
+
+    table: ClassVar[PropertyTable]
+
+    def __init__(self, name: str, ctx: BusContext, obj: Any, path: str) -> None:
+        super().__init__(name)
+        self.ctx = ctx
+        self.obj = obj
+        self.path = path
+        self._deferred: dict[str, None] = {}
+
+    def dbus_values(self) -> dict[str, Variant]:
+        return self.table.variants(self.obj)
+
+    def prop(self, name: str) -> Any:
+        return self.table.value(name, self.obj)
+
+    def emit_changed(self, fields: Iterable[str] = (), names: Iterable[str] = ()) -> None:
+        """One PropertiesChanged for the properties following ``fields`` plus ``names``."""
+        changed = self.table.changed(self.obj, fields)
+        for name in names:
+            changed[name] = self.table.variant(name, self.obj)
+        if changed:
+            self.signal(PROPERTIES_IFACE, "PropertiesChanged", "sa{sv}as", [self.name, changed, []])
+
+    def defer_changed(self, *names: str) -> None:
+        """Announce ``names`` once at the end of this loop turn: adding a thousand peers in
+        one step must send one ``Peers`` change, not a thousand ever-longer ones."""
+        if not self._deferred:
+            asyncio.get_running_loop().call_soon(self._flush_deferred)
+        self._deferred.update(dict.fromkeys(names))
+
+    def _flush_deferred(self) -> None:
+        names, self._deferred = list(self._deferred), {}
+        self.emit_changed(names=names)
+
+    def signal(self, interface: str, member: str, signature: str, body: list[Any]) -> None:
+        self.ctx.bus.emit(self.path, interface, member, signature, body)
+
+
+# ---- converters: model value -> exact D-Bus value ----------------------------------------
+
+
+def text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def texts(values: Any) -> list[str]:
+    return [str(v) for v in values or ()]
+
+
+def number(value: Any) -> int:
+    """Enums, bools and ints to int (IntEnum states, µs timestamps, counters)."""
+    return int(value or 0)

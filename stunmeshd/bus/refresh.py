@@ -1,0 +1,59 @@
+"""Refresh, shared by Manager, Device and Peer: trigger, or wait boundedly for the outcome.
+
+The engine coalesces concurrent requests, so many callers cost one cycle. With ``wait`` the
+call returns when the cycle ends, but never later than WAIT_BOUND, safely under the 25 s default
+client timeout, so a slow store gives the caller ``Error.Timeout`` rather than ``NoReply``; the
+cycle itself goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from dbus_fast import DBusError
+
+from stunmeshd.bus.context import BusContext
+from stunmeshd.bus.errors import error_name_for
+from stunmeshd.bus.names import Error
+from stunmeshd.engine import CycleResult
+
+WAIT_BOUND = 20.0  # s
+
+
+async def run_refresh(
+    ctx: BusContext,
+    cycle: Coroutine[Any, Any, list[CycleResult]],
+    *,
+    wait: bool,
+    what: str,
+    names: Sequence[str] = (),
+) -> None:
+    """Start ``cycle``; with ``wait``, raise the named error of its first failure."""
+    task = ctx.spawn(cycle, name=f"refresh {what}")
+    if not wait:
+        await asyncio.sleep(0)  # let the request reach the engine before we answer
+        return
+    try:
+        async with asyncio.timeout(WAIT_BOUND):
+            results = await asyncio.shield(task)
+    except TimeoutError:
+        raise DBusError(
+            Error.TIMEOUT,
+            f"refresh of {what} did not end within {WAIT_BOUND:.0f} s "
+            "(it goes on in the background)",
+        ) from None
+    raise_for_results(results, names)
+
+
+def raise_for_results(results: Sequence[CycleResult], names: Sequence[str] = ()) -> None:
+    failures = [(i, r) for i, r in enumerate(results) if not r.ok]
+    if not failures:
+        return
+    labelled = len(names) == len(results)
+    parts = [
+        f"{names[i]}: {r.error or 'failed'}" if labelled else (r.error or "failed")
+        for i, r in failures
+    ]
+    raise DBusError(error_name_for(failures[0][1].cause), "; ".join(parts))
