@@ -129,15 +129,19 @@ class _Tracked:
 
     def update(self, **changes: Any) -> None:
         for name, value in changes.items():
-            if getattr(self, name) != value:
+            current = getattr(self, name)
+            if current != value:
+                self._dirty.setdefault(name, current)  # the value clients last saw
                 object.__setattr__(self, name, value)
-                self._dirty[name] = value
         if self._dirty and self._model is not None:
             self._model._mark_dirty(self)
 
     def take_changes(self) -> dict[str, Any]:
-        changes, self._dirty = self._dirty, {}
-        return changes
+        """Fields whose value differs from the last batch (a flap back and forth is none)."""
+        before, self._dirty = self._dirty, {}
+        return {
+            name: getattr(self, name) for name, old in before.items() if getattr(self, name) != old
+        }
 
     def snapshot(self) -> dict[str, Any]:
         """Public fields and their values (private ones start with ``_``)."""

@@ -14,6 +14,7 @@ import sys
 import time
 
 from stunmeshd.lab.mesh import MeshLab, Node
+from stunmeshd.lab.sysbus import PrivateBus
 from stunmeshd.lab.topology import NatMode
 
 # log messages worth showing, and how to say them
@@ -49,7 +50,7 @@ class Narrator:
         tag = f"[{who}]"
         if self.color:
             tag = f"\033[{'36' if who == 'A' else '35' if who == 'B' else '1'}m{tag}\033[0m"
-        print(f"{elapsed:6.2f}s {tag:>5} {what:<11} {detail}", flush=True)
+        print(f"{elapsed:6.2f}s {tag:>5} {what:<15} {detail}", flush=True)
 
     def poll(self) -> None:
         for node in self.mesh.nodes.values():
@@ -63,11 +64,30 @@ class Narrator:
             msg = entry.get("msg", "")
             for needle, what in SHOWN:
                 if msg.startswith(needle) or (needle in msg and what == "problem"):
-                    self.say(node.label.upper(), what, _fields(msg) or msg, entry.get("ts"))
+                    self.say(
+                        node.label.upper(), f"log {what}", _fields(msg) or msg, entry.get("ts")
+                    )
                     break
 
 
+async def follow_monitor(proc: asyncio.subprocess.Process, who: str, narrator: Narrator) -> None:
+    """Print what ``stunmeshctl monitor`` sees on a host's bus, one line per signal."""
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        parts = line.split(maxsplit=1)  # drop its own timestamp: the narrator prints one
+        if len(parts) == 2 and parts[0][:4].isdigit():
+            line = parts[1]
+        narrator.say(who, "bus", line)
+
+
 async def demo(nat_a: NatMode, nat_b: NatMode, color: bool) -> int:
+    async with PrivateBus() as bus_a, PrivateBus() as bus_b:
+        await asyncio.gather(bus_a.start_polkit(), bus_b.start_polkit())
+        return await demo_on(nat_a, nat_b, color, {"a": bus_a, "b": bus_b})
+
+
+async def demo_on(nat_a: NatMode, nat_b: NatMode, color: bool, buses: dict[str, PrivateBus]) -> int:
     print("stunmeshd demo: hostA ── natA ── wan (coturn, OpenDHT) ── natB ── hostB")
     print(
         f"  natA: {nat_a}, natB: {nat_b}; WireGuard: wireguard-go; "
@@ -78,34 +98,72 @@ async def demo(nat_a: NatMode, nat_b: NatMode, color: bool) -> int:
             f"  hostA {mesh.a.site.lan_ip} (public {mesh.a.site.public_ip}), "
             f"hostB {mesh.b.site.lan_ip} (public {mesh.b.site.public_ip})"
         )
+        print("  each host has its own system bus (with polkitd) and `stunmeshctl monitor` on it")
+        print("  [X] log: what the daemon on host X does; [X] bus: what a client sees on its bus")
         print("  both daemons start now; neither knows where the other is.\n")
-        started = time.monotonic()
         narrator = Narrator(mesh, time.time(), color)
-        await mesh.start_daemons()
-        connected_at = None
-        deadline = started + 30
-        while time.monotonic() < deadline:
-            narrator.poll()
-            stamps = await asyncio.gather(*(n.latest_handshake() for n in mesh.nodes.values()))
-            if all(stamps) and connected_at is None:
-                connected_at = time.monotonic()
-                narrator.poll()
-                narrator.say("A+B", "tunnel up", "WireGuard handshake complete")
-                break
-            await asyncio.sleep(0.05)
-        if connected_at is None:
-            narrator.poll()
-            narrator.say("!", "no tunnel", "no handshake within 30 s (see the lines above)")
-            return 1
-        ok = await mesh.lab.ping(mesh.a.site, mesh.b.wg.tunnel_ip, count=3)
-        narrator.say(
-            "A",
-            "ping",
-            f"{mesh.b.wg.tunnel_ip} through the tunnel: {'replies' if ok else 'NO REPLY'}",
+        monitors = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "stunmeshd.ctl",
+                "--bus",
+                buses[label].address,
+                "monitor",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            for label in ("a", "b")
+        ]
+        followers = [
+            asyncio.create_task(follow_monitor(m, who, narrator))
+            for m, who in zip(monitors, ("A", "B"), strict=True)
+        ]
+        await asyncio.sleep(0.5)  # the monitors subscribe before the daemons start
+        narrator.started = time.time()
+        started = time.monotonic()
+        await asyncio.gather(
+            *(
+                mesh.start_daemon(node, "--bus", buses[label].address)
+                for label, node in mesh.nodes.items()
+            )
         )
-        print(f"\nfrom both daemons started to first handshake: {connected_at - started:.2f} s")
-        print("tearing the lab down")
-        return 0 if ok else 1
+        try:
+            return await watch_tunnel(mesh, narrator, started)
+        finally:
+            await asyncio.sleep(0.3)  # the last signals
+            for monitor in monitors:
+                monitor.terminate()
+            await asyncio.gather(*followers, return_exceptions=True)
+            await asyncio.gather(*(m.wait() for m in monitors))
+            print("tearing the lab down")
+
+
+async def watch_tunnel(mesh: MeshLab, narrator: Narrator, started: float) -> int:
+    """Narrate until both WireGuards have a handshake, then ping through the tunnel."""
+    connected_at = None
+    deadline = started + 30
+    while time.monotonic() < deadline:
+        narrator.poll()
+        stamps = await asyncio.gather(*(n.latest_handshake() for n in mesh.nodes.values()))
+        if all(stamps):
+            connected_at = time.monotonic()
+            narrator.poll()
+            narrator.say("A+B", "tunnel up", "WireGuard handshake complete")
+            break
+        await asyncio.sleep(0.05)
+    if connected_at is None:
+        narrator.poll()
+        narrator.say("!", "no tunnel", "no handshake within 30 s (see the lines above)")
+        return 1
+    ok = await mesh.lab.ping(mesh.a.site, mesh.b.wg.tunnel_ip, count=3)
+    narrator.say(
+        "A",
+        "ping",
+        f"{mesh.b.wg.tunnel_ip} through the tunnel: {'replies' if ok else 'NO REPLY'}",
+    )
+    print(f"\nfrom both daemons started to first handshake: {connected_at - started:.2f} s")
+    return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

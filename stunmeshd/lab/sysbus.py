@@ -106,14 +106,16 @@ class PrivateBus:
                 socket=self.socket, polkit_conf=POLKIT_BUS_CONF, policy_dir=self.policy_dir
             )
         )
-        self.daemon = await asyncio.create_subprocess_exec(
-            "dbus-daemon",
-            f"--config-file={config}",
-            "--nofork",
-            "--print-address=1",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-        )
+        with (self.workdir / "dbus-daemon.log").open("ab") as log:  # it warns about fd limits
+            self.daemon = await asyncio.create_subprocess_exec(
+                "dbus-daemon",
+                f"--config-file={config}",
+                "--nofork",
+                "--print-address=1",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+            )
         assert self.daemon.stdout is not None
         line = await asyncio.wait_for(self.daemon.stdout.readline(), 10)
         if not line:
