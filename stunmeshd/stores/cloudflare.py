@@ -36,6 +36,7 @@ import aiohttp
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.stores.http import read_bounded, transport_reason
 from stunmeshd.stores.ratelimit import BudgetExhausted, RequestBudget, shared_budget
 
 log = logging.getLogger(__name__)
@@ -384,7 +385,7 @@ class CloudflareStore:
                     status, headers, raw = await self._send(session, method, path, params, body)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     failures += 1
-                    reason = _transport_reason(exc)
+                    reason = transport_reason(exc)
                     log.warning("cloudflare request failed call=%r reason=%s", what, reason)
                     if not retryable or failures >= self.max_attempts:
                         raise StoreError(f"cloudflare: {what}: {reason}") from None
@@ -427,24 +428,12 @@ class CloudflareStore:
             headers=headers,
             allow_redirects=False,  # never hand the token to another host
         ) as resp:
-            raw = await _read_bounded(resp, MAX_BODY)
+            raw = await read_bounded(resp, MAX_BODY)
             return resp.status, resp.headers, raw
 
     async def _backoff(self, failures: int) -> None:
         delay = self.retry_base * 2 ** (failures - 1)
         await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-
-
-async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, but no more than ``limit`` + 1 bytes (more means "too big")."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
-    return b"".join(chunks)[: limit + 1]
 
 
 def _check_key(key: str) -> str:
@@ -462,13 +451,6 @@ def _retry_after(value: str | None, default: float) -> float:
         if seconds >= 0 and seconds == seconds:  # not NaN
             return seconds
     return default
-
-
-def _transport_reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    # aiohttp's messages name host and port, never request headers
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _envelope(what: str, status: int, raw: bytes) -> dict[str, Any]:

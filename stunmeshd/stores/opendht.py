@@ -41,6 +41,7 @@ import aiohttp
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.stores.http import read_bounded, transport_reason
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ class OpenDHTStore:
                 try:
                     batch = await lines.next_batch()
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    reason = _transport_reason(exc)
+                    reason = transport_reason(exc)
                     log.warning("opendht watch broke endpoint=%s reason=%s", endpoint, reason)
                     raise StoreError(f"opendht: watch {key} at {endpoint}: {reason}") from None
                 if batch is None:
@@ -345,14 +346,14 @@ class OpenDHTStore:
                     _check_open(session)
                     resp = await session.get(f"{endpoint}/key/{key}/listen")
                     if resp.status >= 400:
-                        detail = (await _read_bounded(resp, 200))[:200]
+                        detail = (await read_bounded(resp, 200))[:200]
                         raise _HTTPFailure(resp.status, detail)
                 # opened before the snapshot: a value put in between is in the stream, not lost
                 snapshot = await self._snapshot(session, endpoint, key)
             except (aiohttp.ClientError, TimeoutError, OSError, _HTTPFailure) as exc:
                 if resp is not None:
                     resp.close()
-                reason = str(exc) if isinstance(exc, _HTTPFailure) else _transport_reason(exc)
+                reason = str(exc) if isinstance(exc, _HTTPFailure) else transport_reason(exc)
                 failures.append(f"{endpoint}: {reason}")
                 log.warning("opendht watch endpoint failed endpoint=%s reason=%s", endpoint, reason)
                 continue
@@ -378,13 +379,13 @@ class OpenDHTStore:
             async with asyncio.timeout(self.timeout):
                 _check_open(session)
                 async with session.get(f"{endpoint}/key/{key}") as snap:
-                    body = await _read_bounded(snap, MAX_BODY)
+                    body = await read_bounded(snap, MAX_BODY)
                     status = snap.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.info(
                 "opendht watch without snapshot endpoint=%s reason=%s",
                 endpoint,
-                _transport_reason(exc),
+                transport_reason(exc),
             )
             return []
         if status >= 400:
@@ -444,10 +445,10 @@ class OpenDHTStore:
                     async with session.request(
                         method, url, data=body, headers={"Content-Type": "application/json"}
                     ) as resp:
-                        raw = await _read_bounded(resp, MAX_BODY)
+                        raw = await read_bounded(resp, MAX_BODY)
                         status = resp.status
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    reason = _transport_reason(exc)
+                    reason = transport_reason(exc)
                     failures.append(f"{endpoint}: {reason}")
                     log.warning("opendht endpoint failed endpoint=%s reason=%s", endpoint, reason)
                     continue
@@ -461,18 +462,6 @@ class OpenDHTStore:
                     raw = raw[: raw.rfind(b"\n", 0, MAX_BODY) + 1]
                 return raw
         raise StoreError(f"opendht: {method} {key}: every endpoint failed: " + "; ".join(failures))
-
-
-async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, but no more than ``limit`` + 1 bytes (more means "too big")."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
-    return b"".join(chunks)[: limit + 1]
 
 
 class _HTTPFailure(Exception):
@@ -555,12 +544,6 @@ def _enable_keepalive(resp: aiohttp.ClientResponse) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
     except OSError as exc:
         log.debug("opendht watch: no TCP keep-alive: %s", exc)
-
-
-def _transport_reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
 
 
 def _check_key(key: str) -> str:
