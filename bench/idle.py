@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stunmeshd.lab.mesh import MeshLab  # noqa: E402
+from stunmeshd.lab.mesh import MeshLab
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

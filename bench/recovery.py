@@ -5,7 +5,8 @@ runs through the tunnel from hostA every 0.1 s. Each run then either
 * re-maps hostA's NAT (snat port 40000 -> 40001 -> …, conntrack flushed), or
 * kills hostA's wireguard-go and starts a new one on a new listen port (same key and peer),
 and measures from that moment to the first ping reply through the tunnel.
-Targets: ≤ 5 s each. Last line: ``remap_median_s=… remap_p90_s=… restart_median_s=… restart_p90_s=…``.
+Targets: ≤ 5 s each.
+Last line: ``remap_median_s=… remap_p90_s=… restart_median_s=… restart_p90_s=…``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stunmeshd.lab.mesh import MeshLab  # noqa: E402
-from stunmeshd.lab.topology import NatMode  # noqa: E402
+from stunmeshd.lab.mesh import MeshLab
+from stunmeshd.lab.topology import NatMode
 
 REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from")
 SETTLE = 0.5  # s: replies stamped this soon after the event were in flight before it
@@ -37,8 +38,17 @@ class Pinger:
 
     async def start(self, mesh: MeshLab) -> None:
         self.proc = await mesh.a.site.host.spawn(
-            "ping", "-n", "-D", "-i", "0.1", "-W", "1", mesh.b.wg.tunnel_ip,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            "ping",
+            "-n",
+            "-D",
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            mesh.b.wg.tunnel_ip,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -102,7 +112,8 @@ async def restart_runs(runs: int) -> list[float]:
                 moment = time.time()
                 await a.wg.stop()
                 a.wg = await mesh.lab.start_wireguard(
-                    a.site, listen_port=51821 + i, private_key=a.wg.private_key)
+                    a.site, listen_port=51821 + i, private_key=a.wg.private_key
+                )
                 await a.wg.add_peer(b.wg.public_key, f"{b.wg.tunnel_ip}/32")
                 took = await pinger.first_reply_after(moment)
                 times.append(took)
@@ -120,8 +131,10 @@ def p90(values: list[float]) -> float:
 async def main(runs: int) -> None:
     remap = await remap_runs(runs)
     restart = await restart_runs(runs)
-    print(f"remap_median_s={statistics.median(remap):.2f} remap_p90_s={p90(remap):.2f} "
-          f"restart_median_s={statistics.median(restart):.2f} restart_p90_s={p90(restart):.2f}")
+    print(
+        f"remap_median_s={statistics.median(remap):.2f} remap_p90_s={p90(remap):.2f} "
+        f"restart_median_s={statistics.median(restart):.2f} restart_p90_s={p90(restart):.2f}"
+    )
 
 
 if __name__ == "__main__":

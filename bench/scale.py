@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nacl.public import PrivateKey  # noqa: E402
+from nacl.public import PrivateKey
 
-from stunmeshd.lab.mesh import MeshLab  # noqa: E402
+from stunmeshd.lab.mesh import MeshLab
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -21,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stunmeshd.config import PluginConfig  # noqa: E402
-from stunmeshd.lab.topology import Lab  # noqa: E402
-from stunmeshd.stores.cloudflare import CloudflareStore  # noqa: E402
-from stunmeshd.stores.dedup import DedupStore, publish  # noqa: E402
-from stunmeshd.stores.opendht import OpenDHTStore  # noqa: E402
-from stunmeshd.stores.ratelimit import RequestBudget  # noqa: E402
-from tests.fakes.cloudflare import CloudflareFake  # noqa: E402
+from stunmeshd.config import PluginConfig
+from stunmeshd.lab.topology import Lab
+from stunmeshd.stores.cloudflare import CloudflareStore
+from stunmeshd.stores.dedup import DedupStore, publish
+from stunmeshd.stores.opendht import OpenDHTStore
+from stunmeshd.stores.ratelimit import RequestBudget
+from tests.fakes.cloudflare import CloudflareFake
 
 ZONE = "example.com"
 

@@ -720,7 +720,10 @@ class DeviceWorker:
             )
             return CycleResult(True)
         record, endpoint = self._open_best(rt, candidates)
-        rt.status.update(state=PeerState.RESOLVED, discovered_endpoint=endpoint)
+        fields: dict[str, Any] = {"discovered_endpoint": endpoint}
+        if rt.status.state != PeerState.CONNECTED:  # a connected peer stays connected
+            fields["state"] = PeerState.RESOLVED
+        rt.status.update(**fields)
         await self._apply(rt, endpoint, record)
         return CycleResult(True)
 
@@ -732,7 +735,8 @@ class DeviceWorker:
         assert self.info is not None
         errors: list[str] = []
         best: tuple[crypto.EndpointRecord, str] | None = None
-        avoid = rt.avoided_families(self.loop.time())
+        # a family this host could not discover will not carry the tunnel either
+        avoid = rt.avoided_families(self.loop.time()) | frozenset(self.discovery.errors)
         for value in values:
             try:
                 plaintext = crypto.open_sealed(value, self.info.private_key, rt.cfg.public_key)
@@ -928,6 +932,12 @@ class DeviceWorker:
     def _no_handshake_reason(self, rt: PeerRuntime) -> str:
         mapping = self.discovery.nat_mapping
         reason = f"no handshake {HANDSHAKE_GRACE:.0f} s after setting endpoint {rt.status.endpoint}"
+        family = "ipv6" if rt.status.endpoint.startswith("[") else "ipv4"
+        if family in self.discovery.errors:
+            return (
+                f"{reason}: this host has no working {family} path "
+                f"({self.discovery.errors[family]})"
+            )
         if mapping.dependent:
             return (
                 f"{reason}: this host's NAT mapping is {mapping} (symmetric), so the "

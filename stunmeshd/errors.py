@@ -14,8 +14,14 @@ class StunmeshError(Exception):
 class ConfigError(StunmeshError):
     """The configuration is invalid. The message names the file, the key path and the line."""
 
-    def __init__(self, message: str, *, path: str | None = None, key: str | None = None,
-                 line: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+    ) -> None:
         self.path = path
         self.key = key
         self.line = line

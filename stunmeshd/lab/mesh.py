@@ -2,6 +2,10 @@
 
 This is the product's whole job on one machine: the end-to-end tests, the convergence
 benchmark and ``make demo`` all run it.
+
+``protocol`` (the interfaces') and ``peer_protocol`` (each peer's) are the config's; any IPv6
+in them builds the lab dual stack (``Lab(ipv6=True)``). With ``protocol="ipv6"`` the hosts
+also reach the OpenDHT proxies over IPv6, so an IPv6-only pair uses no IPv4 at all.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from stunmeshd.lab.topology import Lab, NatMode, Site, WireGuard
+from stunmeshd.lab.topology import WAN_A_IP, WAN_A_IP6, Lab, NatMode, Site, WireGuard
 
 REPO = Path(__file__).resolve().parents[2]
 DIRSTORE = REPO / "examples" / "plugins" / "dirstore.sh"
@@ -82,8 +86,15 @@ class MeshLab:
         refresh_interval: str = "10m",
         store: str = "opendht",
         keys: dict[str, bytes] | None = None,
+        protocol: str = "ipv4",
+        peer_protocol: str = "ipv4",
+        ipv6: bool | None = None,
     ) -> None:
-        self.lab = Lab(nat_a=nat_a, nat_b=nat_b)
+        if ipv6 is None:
+            ipv6 = "ipv6" in protocol or "dualstack" in protocol or "ipv6" in peer_protocol
+        self.lab = Lab(nat_a=nat_a, nat_b=nat_b, ipv6=ipv6)
+        self.protocol = protocol
+        self.peer_protocol = peer_protocol
         self._stun_servers = stun_servers
         self.log_level = log_level
         self.refresh_interval = refresh_interval
@@ -122,6 +133,10 @@ class MeshLab:
         self.store_dir.mkdir(mode=0o700, exist_ok=True)
         if self.store_kind == "opendht":
             self.dht_urls = await self.lab.start_dht()
+            if self.protocol == "ipv6":  # the proxies listen on every address
+                self.dht_urls = [
+                    url.replace(f"//{WAN_A_IP}:", f"//[{WAN_A_IP6}]:") for url in self.dht_urls
+                ]
         wgs = await asyncio.gather(
             *(
                 self.lab.start_wireguard(s, private_key=self.keys.get(s.label))
@@ -161,18 +176,32 @@ class MeshLab:
             "timeout": "5s",
         }
 
-    def config_for(self, node: Node, other: Node, **peer_extra: Any) -> dict[str, Any]:
+    def config_for(
+        self,
+        node: Node,
+        other: Node,
+        *,
+        protocol: str | None = None,
+        peer_protocol: str | None = None,
+        **peer_extra: Any,
+    ) -> dict[str, Any]:
+        """``node``'s config with ``other`` as its one peer.
+
+        ``protocol``/``peer_protocol`` override the lab's for this node; ``peer_extra`` adds
+        peer keys (``ping={...}``, ``description=...``).
+        """
         return {
             "refresh_interval": self.refresh_interval,
             "log": {"level": self.log_level, "format": "json"},
             "stun": {"addresses": self.stun_servers},
             "interfaces": {
                 node.wg.ifname: {
-                    "protocol": "ipv4",
+                    "protocol": protocol or self.protocol,
                     "peers": {
                         f"host{other.label.upper()}": {
                             "public_key": other.wg.public_key_b64,
                             "plugin": "lab",
+                            "protocol": peer_protocol or self.peer_protocol,
                             **peer_extra,
                         }
                     },

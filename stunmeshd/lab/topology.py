@@ -4,6 +4,11 @@
 
 Used by the root tests, the benchmarks and ``make demo``. Nothing links to the root namespace;
 everything is torn down on exit, also on failure.
+
+With ``Lab(ipv6=True)`` the bed is dual stack: IPv6 is routed, not translated (each host's
+public IPv6 address is its LAN address), and each site router runs a stateful firewall that
+only lets replies in — the usual IPv6 home router, which WireGuard must punch just like a NAT.
+Opt-in, so the IPv4 tests run on exactly the bed they were written for.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ SNAT_PORT = 40000
 STUN_PORT = 3478
 WAN_A_IP = "198.51.100.1"
 WAN_B_IP = "203.0.113.1"
+# IPv6 (2001:db8::/32): site LANs 2001:db8:1::/64 and :2::/64, wan links :a::/64 and :b::/64
+WAN_A_IP6 = "2001:db8:a::1"
+WAN_B_IP6 = "2001:db8:b::1"
 LAB_RUN_DIR = Path("/run/stunmeshd-lab")
 
 
@@ -63,12 +71,23 @@ class Site:
     nat: NatMode
     snat_port: int = SNAT_PORT
     tunnel_ip: str = ""
+    # IPv6 (set on every site, used only when the lab is built with ipv6=True)
+    lan_ip6: str = ""  # the host's address: routed, so also its public one
+    gateway_ip6: str = ""  # the router's address on the LAN
+    router_ip6: str = ""  # the router's address on the wan link
+    wan_ip6: str = ""  # the wan router's address on this site's link
+    lan_prefix6: str = ""
 
     @property
     def public_endpoint(self) -> str:
         """Where the peer reaches this site's WireGuard (port-keeping and port-changing NATs)."""
         port = self.snat_port if self.nat is NatMode.PORT_CHANGING else WG_PORT
         return f"{self.public_ip}:{port}"
+
+    @property
+    def public_endpoint6(self) -> str:
+        """Where the peer reaches this site's WireGuard over IPv6 (no NAT: the LAN address)."""
+        return f"[{self.lan_ip6}]:{WG_PORT}"
 
 
 @dataclass
@@ -122,10 +141,54 @@ class WireGuard:
             if not out.strip():
                 break
             await asyncio.sleep(0.05)
+        # a killed wireguard-go leaves its UAPI socket behind
+        await self.site.host.run("rm", "-f", f"/run/wireguard/{self.ifname}.sock")
 
 
-def nat_rules(site: Site, mode: NatMode) -> str:
-    """The nftables ruleset of a NAT router (testbed.md), as one atomic ``nft -f`` input."""
+async def _uapi_ready(path: Path, proc: asyncio.subprocess.Process, timeout: float = 5.0) -> bool:
+    """Wait until wireguard-go accepts connections on its UAPI socket."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline and proc.returncode is None:
+        try:
+            _reader, writer = await asyncio.open_unix_connection(str(path))
+        except OSError:
+            await asyncio.sleep(0.01)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return True
+    return False
+
+
+# IPv6 is routed, not translated: the router forwards the LAN's outbound traffic and lets in
+# only what conntrack says is a reply to it — WireGuard's handshakes punch it like a NAT.
+IPV6_FIREWALL = """
+table ip6 firewall {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ct state established,related accept
+    iifname "pub" drop
+  }
+}
+"""
+
+# Cuts every IPv6 path between the sites (the wan stops forwarding IPv6); the wan itself,
+# STUN server included, stays reachable, as when a transit network breaks.
+IPV6_CUT = """
+table ip6 labcut {
+  chain forward {
+    type filter hook forward priority filter - 10; policy drop;
+  }
+}
+"""
+
+
+def nat_rules(site: Site, mode: NatMode, *, ipv6: bool = False) -> str:
+    """The nftables ruleset of a NAT router (testbed.md), as one atomic ``nft -f`` input.
+
+    With ``ipv6`` it also holds the router's IPv6 firewall (replies in, everything out).
+    """
     if mode is NatMode.ENDPOINT_INDEPENDENT:
         snat = 'oifname "pub" masquerade'
     elif mode is NatMode.PORT_CHANGING:
@@ -151,7 +214,7 @@ table inet filter {{
     iifname "pub" meta l4proto udp drop
   }}
 }}
-"""
+""" + (IPV6_FIREWALL if ipv6 else "")
 
 
 def lab_owners() -> dict[str, int]:
@@ -168,8 +231,9 @@ async def reap_stale_labs() -> None:
     for lab_id, pid in lab_owners().items():
         if Path(f"/proc/{pid}").exists():
             continue
-        names = [n for n in (await run("ip", "netns", "list")).split()
-                 if n.startswith(f"smd{lab_id}-")]
+        names = [
+            n for n in (await run("ip", "netns", "list")).split() if n.startswith(f"smd{lab_id}-")
+        ]
         for name in names:
             pids = (await run("ip", "netns", "pids", name, check=False)).split()
             for victim in pids:
@@ -191,8 +255,10 @@ class Lab:
         nat_a: NatMode = NatMode.PORT_CHANGING,
         nat_b: NatMode = NatMode.ENDPOINT_INDEPENDENT,
         coturn: bool = True,
+        ipv6: bool = False,
     ) -> None:
         self.id = secrets.token_hex(3)
+        self.ipv6 = ipv6
         prefix = f"smd{self.id}"
         self.mount_dir = LAB_RUN_DIR / self.id
         self.workdir = Path(tempfile.mkdtemp(prefix=f"stunmeshd-lab-{self.id}-"))
@@ -207,6 +273,11 @@ class Lab:
             wan_ip=WAN_A_IP,
             nat=nat_a,
             tunnel_ip="198.19.0.1",
+            lan_ip6="2001:db8:1::2",
+            gateway_ip6="2001:db8:1::1",
+            router_ip6="2001:db8:a::10",
+            wan_ip6=WAN_A_IP6,
+            lan_prefix6="2001:db8:1::/64",
         )
         self.b = Site(
             "b",
@@ -218,8 +289,18 @@ class Lab:
             wan_ip=WAN_B_IP,
             nat=nat_b,
             tunnel_ip="198.19.0.2",
+            lan_ip6="2001:db8:2::2",
+            gateway_ip6="2001:db8:2::1",
+            router_ip6="2001:db8:b::20",
+            wan_ip6=WAN_B_IP6,
+            lan_prefix6="2001:db8:2::/64",
+        )
+        # IPv4 first; with ipv6 the v6 servers follow (the daemon resolves per family)
+        self.stun_servers_v6 = (
+            [f"[{WAN_A_IP6}]:{STUN_PORT}", f"[{WAN_B_IP6}]:{STUN_PORT}"] if ipv6 else []
         )
         self.stun_servers = [f"{WAN_A_IP}:{STUN_PORT}", f"{WAN_B_IP}:{STUN_PORT}"]
+        self.stun_servers += self.stun_servers_v6
         self._want_coturn = coturn
         self._coturn: asyncio.subprocess.Process | None = None
         self.dht: DhtCluster | None = None
@@ -257,7 +338,11 @@ class Lab:
         await private_mount_dir(self.mount_dir)
         (self.mount_dir / "owner").write_text(f"{os.getpid()}\n")
         await asyncio.gather(*(ns.create() for ns in self._namespaces))
+        if self.ipv6:
+            await asyncio.gather(*(self._enable_ipv6(ns) for ns in self._namespaces))
         await self._wire()
+        if self.ipv6:
+            await self._wire_ipv6()
         if self._want_coturn:
             await self.start_coturn()
 
@@ -324,10 +409,67 @@ class Lab:
             await self.set_nat(site, site.nat, snat_port=site.snat_port)
         await wan.sysctl("net.ipv4.ip_forward", "1")
 
+    async def _enable_ipv6(self, ns: Namespace) -> None:
+        """IPv6 on, for the links made after this; no DAD, so addresses work at once."""
+        settings = "\n".join(
+            f"net.ipv6.conf.{scope}.{key} = {value}"
+            for scope in ("all", "default")
+            for key, value in (("disable_ipv6", 0), ("accept_dad", 0), ("accept_ra", 0))
+        )
+        await ns.run("sysctl", "-q", "-p-", input=(settings + "\n").encode())
+
+    async def _wire_ipv6(self) -> None:
+        """Routed IPv6 beside the IPv4 NAT: hosts' LAN addresses are their public ones."""
+        wan = self.wan
+        for site, wan_if in ((self.a, "siteA"), (self.b, "siteB")):
+            await site.host.run(
+                "ip",
+                "-batch",
+                "-",
+                input=(
+                    f"addr add {site.lan_ip6}/64 dev eth0 nodad\n"
+                    f"route add ::/0 via {site.gateway_ip6}\n"
+                ).encode(),
+            )
+            await site.router.run(
+                "ip",
+                "-batch",
+                "-",
+                input=(
+                    f"addr add {site.gateway_ip6}/64 dev lan nodad\n"
+                    f"addr add {site.router_ip6}/64 dev pub nodad\n"
+                    f"route add ::/0 via {site.wan_ip6}\n"
+                ).encode(),
+            )
+            await wan.run(
+                "ip",
+                "-batch",
+                "-",
+                input=(
+                    f"addr add {site.wan_ip6}/64 dev {wan_if} nodad\n"
+                    f"route add {site.lan_prefix6} via {site.router_ip6}\n"
+                ).encode(),
+            )
+            await site.router.sysctl("net.ipv6.conf.all.forwarding", "1")
+        await wan.sysctl("net.ipv6.conf.all.forwarding", "1")
+
     async def set_nat(self, site: Site, mode: NatMode, *, snat_port: int = SNAT_PORT) -> None:
         """Switch a router's NAT behaviour (and port); existing mappings stay until flushed."""
         site.nat, site.snat_port = mode, snat_port
-        await site.router.run("nft", "-f", "-", input=nat_rules(site, mode).encode())
+        rules = nat_rules(site, mode, ipv6=self.ipv6)
+        await site.router.run("nft", "-f", "-", input=rules.encode())
+
+    async def set_ipv6_path(self, up: bool) -> None:
+        """Cut (``up=False``) or restore IPv6 forwarding between the sites in the wan.
+
+        Only forwarding stops: each site still reaches the wan (and its STUN server) over
+        IPv6, so discovery keeps finding an IPv6 endpoint that no peer can reach.
+        """
+        if not self.ipv6:
+            raise LabError("this lab has no IPv6 (build it with Lab(ipv6=True))")
+        await self.wan.run("nft", "delete", "table", "ip6", "labcut", check=False)
+        if not up:
+            await self.wan.run("nft", "-f", "-", input=IPV6_CUT.encode())
 
     async def flush_conntrack(self, site: Site) -> None:
         await site.router.run("conntrack", "-F", check=False)
@@ -345,6 +487,7 @@ class Lab:
             WAN_A_IP,
             "-L",
             WAN_B_IP,
+            *(("-L", WAN_A_IP6, "-L", WAN_B_IP6) if self.ipv6 else ()),
             "-p",
             str(STUN_PORT),
             "--no-tls",
@@ -358,7 +501,10 @@ class Lab:
             "--pidfile",
             str(self.workdir / "turnserver.pid"),
         )
-        await self.wait_udp_listening(self.wan, STUN_PORT, addresses=(WAN_A_IP, WAN_B_IP))
+        addresses = (WAN_A_IP, WAN_B_IP)
+        if self.ipv6:
+            addresses += (f"[{WAN_A_IP6}]", f"[{WAN_B_IP6}]")
+        await self.wait_udp_listening(self.wan, STUN_PORT, addresses=addresses)
 
     async def start_dht(self, count: int = 3) -> list[str]:
         """A private OpenDHT network in the wan: ``count`` dhtnodes with REST proxies.
@@ -423,12 +569,7 @@ class Lab:
             tunnel_ip=tunnel_ip or site.tunnel_ip,
             process=proc,
         )
-        sock = wg.uapi_dir / f"{ifname}.sock"
-        for _ in range(500):
-            if sock.exists() or proc.returncode is not None:
-                break
-            await asyncio.sleep(0.01)
-        if not sock.exists():
+        if not await _uapi_ready(wg.uapi_dir / f"{ifname}.sock", proc):
             raise LabError(f"wireguard-go did not start in {site.host.name} (see {self.workdir})")
         key_file = self.workdir / f"{site.host.name}-{ifname}.key"
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -25,15 +25,19 @@ async def ns() -> AsyncIterator[Namespace]:
         await space.delete()
 
 
-async def watch_while(ns: Namespace, action: str, settle: float = 0.5
-                      ) -> tuple[list[tuple[str, bool]], list[str]]:
+async def watch_while(
+    ns: Namespace, action: str, settle: float = 0.5
+) -> tuple[list[tuple[str, bool]], list[str]]:
     """Run a NetWatch inside ``ns`` while ``action`` (a shell script) runs there."""
     links: list[tuple[str, bool]] = []
     changes: list[str] = []
 
     async def inside() -> None:
-        watch = NetWatch(lambda name, present: links.append((name, present)), changes.append,
-                         ignore=lambda: {"wg0"})
+        watch = NetWatch(
+            lambda name, present: links.append((name, present)),
+            changes.append,
+            ignore=lambda: {"wg0"},
+        )
         await watch.start()
         try:
             proc = await asyncio.create_subprocess_exec("sh", "-ec", action)
@@ -47,8 +51,9 @@ async def watch_while(ns: Namespace, action: str, settle: float = 0.5
 
 
 async def test_links_appearing_and_vanishing_are_reported(ns: Namespace) -> None:
-    links, _ = await watch_while(ns, "ip link add wg0 type veth peer name x0; "
-                                     "ip link set wg0 up; ip link del wg0")
+    links, _ = await watch_while(
+        ns, "ip link add wg0 type veth peer name x0; ip link set wg0 up; ip link del wg0"
+    )
     assert ("wg0", True) in links and ("wg0", False) in links
     assert links.index(("wg0", True)) < links.index(("wg0", False))
     assert links.count(("wg0", True)) == 1  # "link up" is not a new device
@@ -63,14 +68,19 @@ async def test_no_event_is_lost_in_a_burst(ns: Namespace) -> None:
 
 
 async def test_address_and_default_route_changes_are_reported(ns: Namespace) -> None:
-    _, changes = await watch_while(ns, (
-        "ip link add up0 type veth peer name up1; ip link set up0 up; ip link set up1 up; "
-        "ip addr add 198.18.9.2/24 dev up0; ip route add default via 198.18.9.1"))
+    _, changes = await watch_while(
+        ns,
+        (
+            "ip link add up0 type veth peer name up1; ip link set up0 up; ip link set up1 up; "
+            "ip addr add 198.18.9.2/24 dev up0; ip route add default via 198.18.9.1"
+        ),
+    )
     assert any("address added on up0" in c for c in changes)
     assert any("default route added" in c for c in changes)
 
 
 async def test_address_changes_on_ignored_interfaces_are_not(ns: Namespace) -> None:
-    _, changes = await watch_while(ns, (
-        "ip link add wg0 type veth peer name x0; ip addr add 198.19.0.1/24 dev wg0"))
+    _, changes = await watch_while(
+        ns, ("ip link add wg0 type veth peer name x0; ip addr add 198.19.0.1/24 dev wg0")
+    )
     assert not any("wg0" in c for c in changes)

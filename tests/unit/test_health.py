@@ -17,8 +17,16 @@ def feed(watch: TrafficWatch, samples: list[tuple[float, int, int]]) -> list[boo
 
 def test_sending_with_nothing_coming_back_is_a_stall_reported_once() -> None:
     watch = TrafficWatch(stall_after=2.0)
-    results = feed(watch, [(0, 100, 100), (1, 100, 100 + DATA), (2, 100, 100 + 2 * DATA),
-                           (3, 100, 100 + 3 * DATA), (4, 100, 100 + 4 * DATA)])
+    results = feed(
+        watch,
+        [
+            (0, 100, 100),
+            (1, 100, 100 + DATA),
+            (2, 100, 100 + 2 * DATA),
+            (3, 100, 100 + 3 * DATA),
+            (4, 100, 100 + 4 * DATA),
+        ],
+    )
     assert results == [False, False, True, False, False]
     assert watch.stalled
 
@@ -34,8 +42,10 @@ def test_traffic_coming_back_clears_the_stall() -> None:
 def test_an_idle_tunnel_with_keepalives_only_is_not_a_stall() -> None:
     watch = TrafficWatch(stall_after=2.0)
     # both sides send a keepalive every 25 s, not in step with each other
-    samples = [(t, ((t + 12) // 25) * KEEPALIVE_BYTES, (t // 25) * KEEPALIVE_BYTES)
-               for t in range(0, 200, 1)]
+    samples = [
+        (t, ((t + 12) // 25) * KEEPALIVE_BYTES, (t // 25) * KEEPALIVE_BYTES)
+        for t in range(0, 200, 1)
+    ]
     assert not any(feed(watch, samples))
     assert not watch.busy
 

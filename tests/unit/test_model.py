@@ -29,9 +29,11 @@ async def test_changes_in_one_turn_become_one_event_per_object() -> None:
     changed = [e for e in events if isinstance(e, Changed)]
     assert len(changed) == 2
     by_obj = {id(e.obj): e.changes for e in changed}
-    assert by_obj[id(peer)] == {"state": PeerState.APPLIED,
-                                "discovered_endpoint": "203.0.113.7:51820",
-                                "endpoint": "203.0.113.7:51820"}
+    assert by_obj[id(peer)] == {
+        "state": PeerState.APPLIED,
+        "discovered_endpoint": "203.0.113.7:51820",
+        "endpoint": "203.0.113.7:51820",
+    }
 
 
 async def test_a_flap_back_to_the_old_value_is_no_change() -> None:
