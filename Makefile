@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 # Debian packages the tests, the lab and the demo use (testbed.md).
 DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nftables \
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
-           systemd procps
+           systemd procps libglib2.0-bin
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 
