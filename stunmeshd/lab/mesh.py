@@ -20,11 +20,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
 
+from stunmeshd.lab.resource import Resource
 from stunmeshd.lab.topology import WAN_A_IP, WAN_A_IP6, Lab, NatMode, Site, WireGuard
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ class Node:
         return parts[1] if len(parts) > 1 and parts[1] != "(none)" else ""
 
 
-class MeshLab:
+class MeshLab(Resource):
     """A Lab with WireGuard peered on both hosts and a stunmeshd config for each."""
 
     def __init__(
@@ -112,22 +112,9 @@ class MeshLab:
     def b(self) -> Node:
         return self.nodes["b"]
 
-    async def __aenter__(self) -> MeshLab:
-        await self.lab.__aenter__()
-        try:
-            await self.setup()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+    async def start(self) -> None:
+        await self.lab.start()
+        await self.setup()
 
     async def setup(self) -> None:
         self.store_dir.mkdir(mode=0o700, exist_ok=True)

@@ -20,10 +20,11 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
+
+from stunmeshd.lab.resource import Resource
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout
 POLICY_DIR = REPO / "dbus"
@@ -69,7 +70,7 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 """
 
 
-class PrivateBus:
+class PrivateBus(Resource):
     """A system-type dbus-daemon of our own; ``address`` is what clients and the daemon use."""
 
     def __init__(self, *, policy_dir: Path = POLICY_DIR) -> None:
@@ -82,22 +83,6 @@ class PrivateBus:
         self.actions_dir = self.workdir / "actions"
         self.daemon: asyncio.subprocess.Process | None = None
         self.polkitd: asyncio.subprocess.Process | None = None
-
-    async def __aenter__(self) -> PrivateBus:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         config = self.workdir / "bus.conf"

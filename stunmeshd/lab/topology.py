@@ -24,7 +24,6 @@ import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 
 from nacl.public import PrivateKey
 
@@ -37,6 +36,7 @@ from stunmeshd.lab.netns import (
     release_mount_dir,
     run,
 )
+from stunmeshd.lab.resource import Resource
 
 WG_PORT = 51820
 SNAT_PORT = 40000
@@ -246,7 +246,7 @@ async def reap_stale_labs() -> None:
         await release_mount_dir(LAB_RUN_DIR / lab_id)
 
 
-class Lab:
+class Lab(Resource):
     """Async context manager that builds, runs and tears down the two-site test bed."""
 
     def __init__(
@@ -316,22 +316,6 @@ class Lab:
     @property
     def sites(self) -> tuple[Site, Site]:
         return (self.a, self.b)
-
-    async def __aenter__(self) -> Lab:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         await reap_stale_labs()
