@@ -792,9 +792,14 @@ class DeviceWorker:
             if current and current.persistent_keepalive
             else KICK_KEEPALIVE
         )
-        await self.backend.set_endpoint(
-            self.cfg.name, rt.cfg.public_key, endpoint, keepalive=keepalive
-        )
+        if current is not None and not current.latest_handshake and not current.endpoint:
+            # never connected and no endpoint yet: WireGuard may already have tried (and now
+            # holds its next try back for 5 s); a re-created peer handshakes at once
+            await self.backend.reset_peer(self.cfg.name, current, endpoint, keepalive)
+        else:
+            await self.backend.set_endpoint(
+                self.cfg.name, rt.cfg.public_key, endpoint, keepalive=keepalive
+            )
         if current is not None:  # what WireGuard holds now, until the next read
             self.info.peers[rt.cfg.public_key] = replace(
                 current,

@@ -16,6 +16,8 @@ class PeerInfo:
     rx_bytes: int
     tx_bytes: int
     persistent_keepalive: int  # seconds; 0 = off
+    allowed_ips: tuple[str, ...] = ()  # what re-creating the peer needs (reset_peer)
+    preshared_key: bytes = field(default=b"", repr=False)  # secret: never logged
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,5 +49,14 @@ class WireGuardBackend(Protocol):
         With ``keepalive`` set, the peer's persistent keepalive is set to it through a 0 -> N
         transition, which makes WireGuard send at once: a keepalive on a live session (opening
         the NAT towards a moved peer), else a handshake initiation.
+        """
+        ...
+
+    async def reset_peer(self, ifname: str, peer: PeerInfo, endpoint: str, keepalive: int) -> None:
+        """Re-create a peer that has no session yet, pointed at ``endpoint``, and kick it.
+
+        WireGuard holds a peer's next handshake initiation back for 5 s (REKEY_TIMEOUT) after
+        any attempt, also one made while the peer had no endpoint; a new peer is not held
+        back. Only for peers that never completed a handshake: nothing is lost.
         """
         ...

@@ -434,6 +434,15 @@ class NetlinkBackend:
             await self._run(ifname, off, NLM_F_REQUEST | NLM_F_ACK, "set a peer endpoint on")
         await self._run(ifname, msg, NLM_F_REQUEST | NLM_F_ACK, "set a peer endpoint on")
 
+    async def reset_peer(self, ifname: str, peer: PeerInfo, endpoint: str, keepalive: int) -> None:
+        """Kernel WireGuard: set the endpoint and kick, without re-creating the peer.
+
+        Re-creating needs the peer's allowed IPs, which this backend does not read yet, so a
+        handshake attempt made before the endpoint was known still holds the next one back
+        for up to 5 s here.
+        """
+        await self.set_endpoint(ifname, peer.public_key, endpoint, keepalive=keepalive)
+
     async def _run(self, ifname: str, msg: Any, flags: int, action: str) -> list[bytes]:
         """Resolve the family and send one request on a fresh socket, bounded in time."""
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import re
@@ -52,6 +53,31 @@ def redact(text: str) -> str:
 def derive_public_key(private_key: bytes) -> bytes:
     """The X25519 public key WireGuard derives from its private key (clamping included)."""
     return bytes(PrivateKey(private_key).public_key)
+
+
+def build_reset_peer_request(peer: PeerInfo, endpoint: str, keepalive: int) -> bytes:
+    """``set=1`` removing ``peer`` and adding it again, same config, new endpoint, keepalive on.
+
+    One transaction: wireguard-go applies it under its device lock. The new peer's first
+    keepalive (0 -> N) makes it initiate a handshake at once.
+    """
+    head = build_set_endpoint_request(peer.public_key, endpoint, keepalive=keepalive)
+    lines = head.decode().rstrip("\n").split("\n")
+    canonical = [
+        line for line in lines if line.startswith(("endpoint=", "persistent_keepalive_interval="))
+    ]
+    body = [
+        "set=1",
+        f"public_key={peer.public_key.hex()}",
+        "remove=true",
+        f"public_key={peer.public_key.hex()}",
+    ]
+    if peer.preshared_key and any(peer.preshared_key):
+        body.append(f"preshared_key={peer.preshared_key.hex()}")
+    body += canonical
+    body.append("replace_allowed_ips=true")
+    body += [f"allowed_ip={ip}" for ip in peer.allowed_ips]
+    return ("\n".join(body) + "\n\n").encode()
 
 
 def build_set_endpoint_request(
@@ -109,7 +135,17 @@ def _key(key: str, value: str) -> bytes:
 class _Peer:
     """A peer being assembled from consecutive reply lines."""
 
-    __slots__ = ("endpoint", "hs_nsec", "hs_sec", "keepalive", "public_key", "rx", "tx")
+    __slots__ = (
+        "allowed",
+        "endpoint",
+        "hs_nsec",
+        "hs_sec",
+        "keepalive",
+        "psk",
+        "public_key",
+        "rx",
+        "tx",
+    )
 
     def __init__(self, public_key: bytes) -> None:
         self.public_key = public_key
@@ -119,6 +155,8 @@ class _Peer:
         self.rx = 0
         self.tx = 0
         self.keepalive = 0
+        self.allowed: list[str] = []
+        self.psk = b""
 
     def freeze(self) -> PeerInfo:
         return PeerInfo(
@@ -128,6 +166,8 @@ class _Peer:
             rx_bytes=self.rx,
             tx_bytes=self.tx,
             persistent_keepalive=self.keepalive,
+            allowed_ips=tuple(self.allowed),
+            preshared_key=self.psk,
         )
 
 
@@ -183,7 +223,7 @@ def parse_get_reply(ifname: str, text: str) -> DeviceInfo:
             if peer is None:
                 raise WireGuardError(f"UAPI reply has {key} before any public_key")
             _PEER_KEYS[key](peer, key, value)
-        # anything else (protocol_version, preshared_key, allowed_ip, future keys): not needed
+        # anything else (protocol_version, future keys): not needed
     if private_key is None:
         raise WireGuardError(f"WireGuard interface {ifname} has no private key set")
     return DeviceInfo(
@@ -231,7 +271,16 @@ _PEER_KEYS: dict[str, Callable[[_Peer, str, str], None]] = {
     "rx_bytes": _set_attr("rx"),
     "tx_bytes": _set_attr("tx"),
     "persistent_keepalive_interval": _set_keepalive,
+    "allowed_ip": lambda peer, key, value: peer.allowed.append(_allowed_ip(value)),
+    "preshared_key": lambda peer, key, value: setattr(peer, "psk", _key(key, value)),
 }
+
+
+def _allowed_ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise WireGuardError(f"malformed allowed_ip in UAPI reply: {value[:64]!r}") from None
 
 
 def _strerror(code: int) -> str:
@@ -279,6 +328,16 @@ class UapiBackend:
         if code != 0:
             raise WireGuardError(
                 f"wireguard-go refused to set the endpoint of a peer on {ifname}: "
+                f"errno={code} ({_strerror(code)})"
+            )
+
+    async def reset_peer(self, ifname: str, peer: PeerInfo, endpoint: str, keepalive: int) -> None:
+        request = build_reset_peer_request(peer, endpoint, keepalive)
+        reply = await self._transact(ifname, request)
+        code = parse_errno([line for line in reply.split("\n") if line])
+        if code != 0:
+            raise WireGuardError(
+                f"wireguard-go refused to re-create a peer on {ifname}: "
                 f"errno={code} ({_strerror(code)})"
             )
 

@@ -131,3 +131,41 @@ async def test_selection_and_vanishing_device(bed: Bed) -> None:
         await bed.backend.read_device("wg0")
     with pytest.raises(DeviceNotFound):
         await bed.backend.set_endpoint("wg0", bed.with_endpoint, "203.0.113.20:51820")
+
+
+async def test_reset_peer_recreates_it_with_the_same_config(bed: Bed) -> None:
+    """A never-connected peer is re-created: same allowed IPs and preshared key, the new
+    endpoint, keepalive on — and WireGuard sends for it at once."""
+    wg, key = bed.wg, bed.without_endpoint
+    psk = bytes(range(32))
+    await wg.wg(
+        "set",
+        wg.ifname,
+        "peer",
+        b64(key),
+        "allowed-ips",
+        "198.19.0.77/32,198.19.1.0/24",
+        "preshared-key",
+        "/dev/stdin",
+        input=(b64(psk) + "\n").encode(),
+    )
+    before = (await bed.backend.read_device(wg.ifname)).peers[key]
+    assert before.preshared_key == psk and before.latest_handshake == 0
+    assert "psk" not in repr(before) and psk.hex() not in repr(before)
+    await bed.backend.reset_peer(wg.ifname, before, "203.0.113.20:40000", 25)
+    after = (await bed.backend.read_device(wg.ifname)).peers[key]
+    assert after.endpoint == "203.0.113.20:40000"
+    assert after.persistent_keepalive == 25
+    assert (
+        sorted(after.allowed_ips)
+        == sorted(before.allowed_ips)
+        == ["198.19.0.77/32", "198.19.1.0/24"]
+    )
+    assert after.preshared_key == psk
+    assert (await wg_peers(wg))[key]  # still listed by `wg`, with its allowed IPs
+    for _ in range(50):  # the kick makes the new peer send a handshake initiation at once
+        if (await bed.backend.read_device(wg.ifname)).peers[key].tx_bytes > 0:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the re-created peer sent nothing")

@@ -18,7 +18,9 @@ import pytest
 
 from stunmeshd.errors import DeviceNotFound, WireGuardError
 from stunmeshd.wireguard import NetlinkBackend, UapiBackend, backend_for
+from stunmeshd.wireguard.base import PeerInfo
 from stunmeshd.wireguard.uapi import (
+    build_reset_peer_request,
     build_set_endpoint_request,
     derive_public_key,
     parse_get_reply,
@@ -383,3 +385,41 @@ def test_backend_for_falls_back_to_the_kernel(tmp_path: Path) -> None:
         backend = backend_for(name, uapi_dir=tmp_path)
         assert isinstance(backend, NetlinkBackend)
         assert backend.kind == "kernel"
+
+
+def test_reset_request_removes_and_recreates_the_peer_with_its_config() -> None:
+    peer = PeerInfo(
+        public_key=PEER_V4,
+        endpoint=None,
+        latest_handshake=0.0,
+        rx_bytes=0,
+        tx_bytes=0,
+        persistent_keepalive=0,
+        allowed_ips=("198.19.0.2/32", "2001:db8::/64"),
+        preshared_key=PSK,
+    )
+    request = build_reset_peer_request(peer, "[2001:DB8::7]:51821", 25)
+    assert (
+        request
+        == (
+            f"set=1\npublic_key={PEER_V4.hex()}\nremove=true\npublic_key={PEER_V4.hex()}\n"
+            f"preshared_key={PSK.hex()}\nendpoint=[2001:db8::7]:51821\n"
+            "persistent_keepalive_interval=0\npersistent_keepalive_interval=25\n"
+            "replace_allowed_ips=true\nallowed_ip=198.19.0.2/32\nallowed_ip=2001:db8::/64\n\n"
+        ).encode()
+    )
+    assert PSK.hex() not in redact(request.decode())
+
+
+def test_reset_request_without_a_preshared_key_sets_none() -> None:
+    peer = PeerInfo(
+        public_key=PEER_V4,
+        endpoint=None,
+        latest_handshake=0.0,
+        rx_bytes=0,
+        tx_bytes=0,
+        persistent_keepalive=0,
+        allowed_ips=("198.19.0.2/32",),
+        preshared_key=bytes(32),
+    )
+    assert b"preshared_key" not in build_reset_peer_request(peer, "203.0.113.20:1", 25)
