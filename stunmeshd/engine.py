@@ -46,7 +46,6 @@ from stunmeshd.model import (
     EndpointChanged,
     ManagerState,
     Model,
-    NatMapping,
     PeerState,
     PeerStatus,
     RefreshCompleted,
@@ -1169,4 +1168,4 @@ class Engine:
         self.model.set_state(ManagerState.DEGRADED if failing else ManagerState.RUNNING)
 
 
-__all__ = ["CycleResult", "DeviceWorker", "Engine", "NatMapping", "choose_endpoint"]
+__all__ = ["CycleResult", "DeviceWorker", "Engine", "choose_endpoint"]

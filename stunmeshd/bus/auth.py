@@ -117,17 +117,7 @@ class Authorizer:
             f"type='signal',sender='{POLKIT_NAME}',path='{POLKIT_PATH}',"
             f"interface='{POLKIT_IFACE}',member='Changed'"
         )
-        reply = await self._call(
-            Message(
-                destination=DBUS_NAME,
-                path=DBUS_PATH,
-                interface=DBUS_NAME,
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            ),
-            DBUS_TIMEOUT,
-        )
+        reply = await self._ask_bus("AddMatch", rule)
         if reply is None or reply.message_type is MessageType.ERROR:
             log.warning("cannot subscribe to polkit changes; CheckPermissions will not be sent")
 
@@ -237,17 +227,7 @@ class Authorizer:
         if uid is not None:
             self._uids.move_to_end(sender)
             return uid
-        reply = await self._call(
-            Message(
-                destination=DBUS_NAME,
-                path=DBUS_PATH,
-                interface=DBUS_NAME,
-                member="GetConnectionUnixUser",
-                signature="s",
-                body=[sender],
-            ),
-            DBUS_TIMEOUT,
-        )
+        reply = await self._ask_bus("GetConnectionUnixUser", sender)
         if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
             return None  # the caller is gone, or the bus would not say
         uid = int(reply.body[0])
@@ -255,6 +235,18 @@ class Authorizer:
         if len(self._uids) > UID_CACHE_SIZE:
             self._uids.popitem(last=False)
         return uid
+
+    async def _ask_bus(self, member: str, argument: str) -> Message | None:
+        """Call one ``org.freedesktop.DBus`` method taking a string; None when no answer."""
+        msg = Message(
+            destination=DBUS_NAME,
+            path=DBUS_PATH,
+            interface=DBUS_NAME,
+            member=member,
+            signature="s",
+            body=[argument],
+        )
+        return await self._call(msg, DBUS_TIMEOUT)
 
     async def _call(self, msg: Message, timeout: float) -> Message | None:
         """``bus.call`` with a time bound; None when there is no answer."""

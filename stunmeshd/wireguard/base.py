@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from stunmeshd.crypto import public_key as derive_public_key
+from stunmeshd.errors import WireGuardError
+
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:
@@ -30,6 +33,26 @@ class DeviceInfo:
     listen_port: int
     fwmark: int
     peers: dict[bytes, PeerInfo]  # by raw public key
+
+
+def device_info(
+    name: str,
+    private_key: bytes | None,
+    listen_port: int,
+    fwmark: int,
+    peers: dict[bytes, PeerInfo],
+) -> DeviceInfo:
+    """What a backend read, as a DeviceInfo; a device without a private key cannot seal."""
+    if private_key is None:
+        raise WireGuardError(f"WireGuard interface {name} has no private key set")
+    return DeviceInfo(
+        name=name,
+        private_key=private_key,
+        public_key=derive_public_key(private_key),
+        listen_port=listen_port,
+        fwmark=fwmark,
+        peers=peers,
+    )
 
 
 class WireGuardBackend(Protocol):

@@ -47,8 +47,8 @@ from pyroute2.netlink.generic.wireguard import (
 
 from stunmeshd.endpoints import format_endpoint, parse_endpoint
 from stunmeshd.errors import DeviceNotFound, WireGuardError
-from stunmeshd.wireguard.base import DeviceInfo, PeerInfo
-from stunmeshd.wireguard.uapi import DEFAULT_TIMEOUT, KEY_LEN, check_ifname, derive_public_key
+from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, device_info
+from stunmeshd.wireguard.uapi import DEFAULT_TIMEOUT, KEY_LEN, check_ifname
 
 log = logging.getLogger(__name__)
 
@@ -229,16 +229,8 @@ def _parse_device_dump(ifname: str, chunks: Iterable[bytes]) -> DeviceInfo:
         for group in msg.get_attrs("WGDEVICE_A_PEERS"):
             for nest in group or ():
                 _merge_peer(peers, nest)
-    if private_key is None:
-        raise WireGuardError(f"WireGuard interface {ifname} has no private key set")
-    return DeviceInfo(
-        name=ifname,
-        private_key=private_key,
-        public_key=derive_public_key(private_key),
-        listen_port=listen_port,
-        fwmark=fwmark,
-        peers={key: peer.freeze() for key, peer in peers.items()},
-    )
+    frozen = {key: peer.freeze() for key, peer in peers.items()}
+    return device_info(ifname, private_key, listen_port, fwmark, frozen)
 
 
 def _merge_peer(peers: dict[bytes, _Peer], nest: Any) -> None:

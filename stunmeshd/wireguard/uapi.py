@@ -17,11 +17,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from nacl.public import PrivateKey
-
 from stunmeshd.endpoints import format_endpoint, normalize_endpoint, parse_endpoint
 from stunmeshd.errors import DeviceNotFound, WireGuardError
-from stunmeshd.wireguard.base import DeviceInfo, PeerInfo
+from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, device_info
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +46,6 @@ def redact(text: str) -> str:
         key, sep, _ = line.partition("=")
         out.append(f"{key}=(redacted)" if sep and key in SECRET_KEYS else line)
     return "\n".join(out)
-
-
-def derive_public_key(private_key: bytes) -> bytes:
-    """The X25519 public key WireGuard derives from its private key (clamping included)."""
-    return bytes(PrivateKey(private_key).public_key)
 
 
 def build_reset_peer_request(peer: PeerInfo, endpoint: str, keepalive: int) -> bytes:
@@ -224,16 +217,8 @@ def parse_get_reply(ifname: str, text: str) -> DeviceInfo:
                 raise WireGuardError(f"UAPI reply has {key} before any public_key")
             _PEER_KEYS[key](peer, key, value)
         # anything else (protocol_version, future keys): not needed
-    if private_key is None:
-        raise WireGuardError(f"WireGuard interface {ifname} has no private key set")
-    return DeviceInfo(
-        name=ifname,
-        private_key=private_key,
-        public_key=derive_public_key(private_key),
-        listen_port=listen_port,
-        fwmark=fwmark,
-        peers={key: p.freeze() for key, p in peers.items()},
-    )
+    frozen = {key: p.freeze() for key, p in peers.items()}
+    return device_info(ifname, private_key, listen_port, fwmark, frozen)
 
 
 def _set_endpoint(peer: _Peer, key: str, value: str) -> None:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from stunmeshd.crypto import public_key as crypto_public_key
 from stunmeshd.errors import DeviceNotFound, WireGuardError
 from stunmeshd.wireguard import NetlinkBackend, UapiBackend, backend_for
 from stunmeshd.wireguard.base import PeerInfo
 from stunmeshd.wireguard.uapi import (
     build_reset_peer_request,
     build_set_endpoint_request,
-    derive_public_key,
     parse_get_reply,
     redact,
 )
@@ -78,7 +78,7 @@ errno=0
 
 
 def test_public_key_is_derived_as_x25519() -> None:
-    assert derive_public_key(PRIVATE) == PUBLIC
+    assert crypto_public_key(PRIVATE) == PUBLIC
 
 
 def test_get_reply_with_several_peers() -> None:
