@@ -1116,6 +1116,9 @@ class _Parser:
         except yaml.YAMLError as exc:
             detail = _problem(exc) if isinstance(exc, yaml.MarkedYAMLError) else "invalid"
             raise self._error(node, key, f"cannot be read: {detail}") from None
+        except (ValueError, OverflowError, TypeError) as exc:  # e.g. a date like 2001-13-45
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise self._error(node, key, f"cannot be read: {detail}") from None
 
     def _interfaces(
         self, top: _Fields, root: yaml.Node, plugins: Mapping[str, PluginConfig]
