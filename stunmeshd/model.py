@@ -42,6 +42,8 @@ class PeerState(IntEnum):
     APPLIED = 3  # endpoint set in WireGuard
     CONNECTED = 4  # recent handshake
     FAILED = 5
+    # 6: NOT_ON_DEVICE (the interface lacks the peer)
+    DISABLED = 7  # the configuration cannot run it (bad key, no such plugin); LastError: why
 
 
 class NatMapping(StrEnum):
@@ -251,12 +253,14 @@ class Model:
         self._dirty.pop(id(device), None)
         self.emit(DeviceRemoved(device))
 
-    def add_peer(self, device: DeviceStatus, **fields_: Any) -> PeerStatus:
+    def add_peer(self, device: DeviceStatus, *, key: str = "", **fields_: Any) -> PeerStatus:
+        """A new peer under ``device``, filed by its public key, or by ``key`` when it has no
+        usable one of its own (a disabled peer: its key may be invalid or another's)."""
         peer = PeerStatus(
             id=next(self._peer_ids), device_id=device.id, interface=device.interface, **fields_
         )
         peer._model = self
-        device.peers[peer.public_key] = peer
+        device.peers[key or peer.public_key] = peer
         self.emit(PeerAdded(peer))
         return peer
 
