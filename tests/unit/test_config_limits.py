@@ -13,6 +13,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -173,9 +174,27 @@ def test_fifo_is_refused_at_once(tmp_path: Path) -> None:
 
 
 def test_fifo_through_config_dir_is_refused(tmp_path: Path) -> None:
-    os.mkfifo(tmp_path / "config.yaml")
-    with pytest.raises(ConfigError, match="not a regular file"):
-        load_config(config_dir=tmp_path)
+    """In process: a loader that waited on the FIFO would be released by the writer below
+    (and then find the file empty), so a regression fails this test instead of hanging it."""
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def release_a_blocked_reader() -> None:
+        while not done.wait(0.05):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: nobody is reading
+                continue
+
+    writer = threading.Thread(target=release_a_blocked_reader, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(ConfigError, match="is a FIFO"):
+            load_config(config_dir=tmp_path)
+    finally:
+        done.set()
+        writer.join()
 
 
 def test_character_device_is_refused() -> None:
