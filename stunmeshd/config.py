@@ -836,6 +836,8 @@ class _Parser:
             number = float(self._loader.construct_object(node))
             if not math.isfinite(number):
                 raise self._error(node, key, f"must be a finite duration, not {node.value}")
+            if abs(number) * 1e9 >= _NS_LIMIT:  # past Go's int64 nanoseconds (292 years)
+                raise self._error(node, key, f"duration {node.value} s is out of range")
             if seconds_ok or number == 0:
                 return number
             raise self._error(

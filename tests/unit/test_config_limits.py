@@ -118,6 +118,11 @@ HOSTILE = [
         [":3: plugins.prog.timeout: ", "out of range"],
     ),
     (
+        "timeout-past-go-range",
+        GOOD.replace("/bin/true}", "/bin/true, timeout: 1.0e+300}"),
+        [":3: plugins.prog.timeout: ", "out of range"],
+    ),
+    (
         "sexagesimal-int",
         GOOD + "ping_monitor: {fixed_retries: " + "1:" * 400 + "0}\n",
         [":8: ping_monitor.fixed_retries: ", "out of range"],
