@@ -1119,6 +1119,8 @@ class Engine:
 
         new = await asyncio.to_thread(load_config, self.config.source)
         await self.apply_config(new)
+        for warning in new.warnings:  # e.g. a peer the new file disables, as at start
+            log.warning("config: %s", warning)
 
     async def apply_config(self, new: Config) -> None:
         """Apply a new config: interfaces, peers and stores that did not change keep state.

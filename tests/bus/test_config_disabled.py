@@ -4,6 +4,7 @@ skipped peer is a Peer object in state DISABLED whose LastError says why (issue 
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import pytest
@@ -55,6 +56,48 @@ async def test_disabled_peers_are_shown_and_the_good_one_connects(bus_mesh: BusM
         log = a.log_text()
         assert "interfaces.wg0.peers.placeholder: peer disabled: public_key is not" in log
         assert PLACEHOLDER not in log
+    finally:
+        client.disconnect()
+
+
+async def test_reload_disables_and_reenables_peers(bus_mesh: BusMesh) -> None:
+    """SIGHUP with a file that disables the running peer (its key pasted wrong): the same peer
+    is shown DISABLED, with a warning in the log; the next reload with the key fixed runs it
+    again and the disabled object is gone."""
+    mesh, bus_a = bus_mesh.mesh, bus_mesh.bus_a
+    a = mesh.a
+    config = bus_mesh.config_a()
+    ((_ifname, iface),) = config["interfaces"].items()
+    ((label, good),) = iface["peers"].items()
+    client = await bus_a.connect()
+    try:
+        await bus_mesh.start(a, bus_a)
+        await bus_a.wait_for_name(BUS_NAME, timeout=20)
+        await wait_objects(client, lambda o: len(by_iface(o, PEER_IFACE)) == 1)
+        assert a.process is not None
+
+        broken = {**good, "public_key": good["public_key"].rstrip("=")}
+        iface["peers"][label] = broken
+        mesh.write_config(a, config)
+        a.process.send_signal(signal.SIGHUP)
+
+        def states(objects: dict[str, Any]) -> list[int]:
+            return [v["State"] for v in by_iface(objects, PEER_IFACE).values()]
+
+        objects = await wait_objects(client, lambda o: states(o) == [PeerState.DISABLED])
+        (peer,) = by_iface(objects, PEER_IFACE).values()
+        assert "lacks its '=' padding" in peer["LastError"] and peer["Name"] == label
+        await mesh.wait_log(a, f"peers.{label}: peer disabled")
+
+        iface["peers"][label] = good
+        mesh.write_config(a, config)
+        a.process.send_signal(signal.SIGHUP)
+        objects = await wait_objects(
+            client,
+            lambda o: len(states(o)) == 1 and states(o)[0] != PeerState.DISABLED,
+        )
+        (peer,) = by_iface(objects, PEER_IFACE).values()
+        assert peer["PublicKey"] == good["public_key"] and peer["LastError"] == ""
     finally:
         client.disconnect()
 
