@@ -604,6 +604,9 @@ class _Parser:
         self.source = source
         self.warnings: list[str] = []
         self._loader = yaml.SafeLoader("")  # for merge keys and plugin option values
+        # mappings already read (merges applied in place): id(node) -> fields; the tree is
+        # alive for the whole parse, so an id names one node
+        self._pairs_done: dict[int, _Fields] = {}
 
     # -- reporting --
 
@@ -679,6 +682,9 @@ class _Parser:
             return {}
         if not isinstance(node, yaml.MappingNode):
             raise self._error(node, key, f"must be {what} (key: value lines), not {_kind(node)}")
+        done = self._pairs_done.get(id(node))
+        if done is not None:  # read before (an alias, or a second look): merges are applied
+            return done
         seen: dict[str, yaml.Node] = {}
         for knode, _ in node.value:
             if knode.tag == _MERGE:
@@ -702,6 +708,7 @@ class _Parser:
             if not isinstance(knode, yaml.ScalarNode):
                 raise self._error(knode, key, f"has a key that is {_kind(knode)}, not a name")
             fields[str(knode.value)] = (knode, vnode)
+        self._pairs_done[id(node)] = fields
         return fields
 
     def _fields(

@@ -253,6 +253,29 @@ def test_merge_keys_share_settings(tmp_path: Path) -> None:
     assert any("defaults" in w and "unknown key" in w for w in cfg.warnings)
 
 
+def test_a_merged_mapping_read_twice_keeps_its_overrides(tmp_path: Path) -> None:
+    """A merge key with an override, in a mapping read twice (through an alias, or by two
+    checks): the override wins and is not mistaken for a repeated key."""
+    text = """\
+x-iface: &if {protocol: ipv6, peers: {}}
+x-base: &base {x: 1}
+x-opts: &opts {<<: *base, x: 2}
+stun: {addresses: ["198.51.100.1:3478"]}
+plugins:
+  p: {type: exec, command: /bin/true}
+  q: {type: builtin, name: opendht, endpoint: "http://127.0.0.1:1", o1: *opts, o2: *opts}
+interfaces:
+  wg0:
+    <<: *if
+    protocol: ipv4
+  wg1: *if
+"""
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.interfaces["wg0"].protocol == "ipv4"
+    assert cfg.interfaces["wg1"].protocol == "ipv6"
+    assert cfg.plugins["q"].options["o1"] == cfg.plugins["q"].options["o2"] == {"x": 2}
+
+
 def test_example_config_is_valid_and_quiet() -> None:
     cfg = load_config(REPO / "examples" / "config.yaml")
     assert cfg.warnings == ()
