@@ -160,3 +160,53 @@ def test_secrets_never_in_messages(document: Any, where: str) -> None:
         assert SECRET not in " ".join(result.warnings)
         assert SECRET not in " ".join(result.disabled_peers())
         assert SECRET not in repr(result)
+
+
+peer_protocols = st.sampled_from(["ipv4", "ipv6", "prefer_ipv4", "prefer_ipv6"])
+peer_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "protocol": peer_protocols,
+        "plugin": st.just("lab"),
+        "description": st.sampled_from(["a", "'b c'", '"5"']),
+        "ping": st.sampled_from(["{}", "{enabled: false}", "{interval: 2s}"]),
+    },
+)
+
+
+@given(
+    peer_fields,
+    peer_fields,
+    st.sampled_from(["ipv4", "ipv6", "dualstack"]),
+    st.sampled_from(["", "ipv4", "ipv6", "dualstack"]),
+    st.integers(1, 3),
+)
+def test_merge_keys_and_aliases_in_schema_places(
+    shared: dict[str, str], own: dict[str, str], shared_if: str, own_if: str, uses: int
+) -> None:
+    """Valid defaults shared through an anchor and ``<<``, overridden per peer and per
+    interface, the same anchors used several times: the file loads and overrides win."""
+    shared = {"plugin": "lab", **shared}
+    overrides = "".join(f", {k}: {v}" for k, v in own.items())
+    keys = [base64.b64encode(bytes([i]) * 32).decode() for i in range(uses)]
+    peers = "".join(
+        f"      p{i}: {{<<: *shared, public_key: {key!r}{overrides}}}\n"
+        for i, key in enumerate(keys)
+    )
+    iface_override = f"    protocol: {own_if}\n" if own_if else ""
+    text = (
+        "x-shared: &shared {" + ", ".join(f"{k}: {v}" for k, v in shared.items()) + "}\n"
+        f"x-iface: &iface {{protocol: {shared_if}, peers: {{}}}}\n"
+        'stun: {addresses: ["198.51.100.1:3478"]}\n'
+        "plugins: {lab: {type: exec, command: /bin/true}}\n"
+        "interfaces:\n  wg0:\n    <<: *iface\n" + iface_override + "    peers:\n" + peers
+        + "  wg1: *iface\n"
+    )  # fmt: skip
+    result = load(text)
+    assert isinstance(result, Config), result
+    check_accepted(result)
+    assert result.interfaces["wg0"].protocol == (own_if or shared_if)
+    assert result.interfaces["wg1"].protocol == shared_if
+    expected = own.get("protocol") or shared.get("protocol") or "ipv4"
+    assert len(result.interfaces["wg0"].peers) == uses
+    assert {p.protocol for p in result.interfaces["wg0"].peers.values()} == {expected}
