@@ -20,12 +20,27 @@ from dbus_fast.service import ServiceInterface
 
 from stunmeshd.bus import auth
 from stunmeshd.bus.auth import Authorizer
-from stunmeshd.bus.connection import BusUnreachable, StunMeshBus, claim_name, connect
+from stunmeshd.bus.bounded import caller_text
+from stunmeshd.bus.connection import (
+    BusUnreachable,
+    StunMeshBus,
+    claim_name,
+    connect,
+    read_machine_id,
+)
 from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.device import DeviceInterface
 from stunmeshd.bus.errors import invalid_args
 from stunmeshd.bus.manager import ManagerInterface
-from stunmeshd.bus.names import BUS_NAME, OBJECT_MANAGER_IFACE, PROPERTIES_IFACE, ROOT
+from stunmeshd.bus.names import (
+    BUS_NAME,
+    INTROSPECTABLE_IFACE,
+    OBJECT_MANAGER_IFACE,
+    PEER_STD_IFACE,
+    PROPERTIES_IFACE,
+    ROOT,
+    Error,
+)
 from stunmeshd.bus.peer import PeerInterface
 from stunmeshd.bus.properties import TableInterface
 from stunmeshd.engine import Engine
@@ -61,6 +76,7 @@ class BusService:
         self._signatures: dict[tuple[str, str], str] = {}  # (interface, member) -> in-signature
         self._objects: dict[str, TableInterface] = {}  # path -> our interface there
         self._closed = False
+        self.machine_id = ""
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -69,6 +85,8 @@ class BusService:
         self.bus.add_message_handler(auth.capture)
         self.bus.add_message_handler(self._check_signature)
         self.bus.add_message_handler(self._fast_reads)
+        self.bus.add_message_handler(self._standard)
+        self.machine_id = await asyncio.to_thread(read_machine_id)
         await self.auth.start()
         # nobody can know our unique name yet: export the initial tree without a signal storm
         self.bus.announce = False
@@ -228,6 +246,30 @@ class BusService:
             return Message.new_method_return(msg, "a{oa{sa{sv}}}", [objects])
         return None
 
+    # ---- the standard interfaces, as the contract says -----------------------------------
+
+    def _standard(self, msg: Message) -> Message | None:
+        """Introspection with arg names and annotations and ObjectManager only at ROOT;
+        Peer.GetMachineId answered here (dbus-fast forwards it to the bus, whose policy
+        refuses it with an error naming our pid and command line)."""
+        if msg.message_type is not MessageType.METHOD_CALL:
+            return None
+        path, interface, member = msg.path or "", msg.interface, msg.member
+        if interface == PEER_STD_IFACE and member == "GetMachineId" and msg.signature == "":
+            if not self.machine_id:
+                return Message.new_error(msg, Error.FAILED, "this system has no machine id")
+            return Message.new_method_return(msg, "s", [self.machine_id])
+        if interface == OBJECT_MANAGER_IFACE and path != ROOT:
+            return Message.new_error(
+                msg, Error.UNKNOWN_INTERFACE, "only the root object is an ObjectManager"
+            )
+        if interface == INTROSPECTABLE_IFACE and member == "Introspect" and path in self._objects:
+            node = self.bus._introspect_export_path(path)
+            if path != ROOT:
+                node.interfaces = [i for i in node.interfaces if i.name != OBJECT_MANAGER_IFACE]
+            return Message.new_method_return(msg, "s", [node.tostring()])
+        return None
+
     # ---- polkit and malformed calls ----------------------------------------------------
 
     def _polkit_changed(self) -> None:
@@ -244,7 +286,7 @@ class BusService:
             return None
         if msg.interface not in self.bus._path_exports.get(msg.path, {}):
             return None  # dbus-fast answers UnknownObject / UnknownInterface itself
-        error = invalid_args(f"{msg.member} takes ({expected}), not ({msg.signature})")
+        error = invalid_args(f"{msg.member} takes ({expected}), not {caller_text(msg.signature)}")
         return Message.new_error(msg, error.type, error.text)
 
 

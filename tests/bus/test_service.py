@@ -25,6 +25,7 @@ from stunmeshd.bus.names import (
     BUS_NAME,
     DEVICE_IFACE,
     MANAGER_IFACE,
+    OBJECT_MANAGER_IFACE,
     PEER_IFACE,
     PROPERTIES_IFACE,
     ROOT,
@@ -635,9 +636,11 @@ def exported_interfaces(svc: BusService) -> dict[str, Any]:
     }
 
 
-async def test_exported_members_match_the_shipped_xml(
-    populated: BusService, client: MessageBus, engine: StandInEngine
+async def test_live_introspection_equals_the_shipped_xml(
+    populated: BusService, client: MessageBus, engine: StandInEngine, private_bus: PrivateBus
 ) -> None:
+    """Member by member: arg names (out-args and signal args too), directions, types,
+    access, annotations; ObjectManager only at the root."""
     dev = engine.model.devices["wg0"]
     paths = {
         MANAGER_IFACE: ROOT,
@@ -648,21 +651,62 @@ async def test_exported_members_match_the_shipped_xml(
         live_xml = (
             await call(client, path, "org.freedesktop.DBus.Introspectable", "Introspect")
         ).body[0]
-        live = next(i for i in Node.parse(live_xml).interfaces if i.name == name)
+        node = Node.parse(live_xml)
+        live = next(i for i in node.interfaces if i.name == name)
         shipped_file = REPO / "dbus" / f"{name}.xml"
         shipped = next(i for i in Node.parse(shipped_file.read_text()).interfaces if i.name == name)
-        assert members(live) == members(shipped), name
+        assert full_members(live) == full_members(shipped), name
+        has_manager = any(i.name == OBJECT_MANAGER_IFACE for i in node.interfaces)
+        assert has_manager == (path == ROOT), path
+        if path != ROOT:
+            reply = await call(client, path, OBJECT_MANAGER_IFACE, "GetManagedObjects")
+            assert reply.error == Error.UNKNOWN_INTERFACE, path
+    g_intro = await run(
+        *gdbus(private_bus.address, "introspect", "--dest", BUS_NAME, "--object-path", ROOT)
+    )
+    assert "out ao devices" in g_intro.stdout and "arg_0" not in g_intro.stdout, g_intro.stdout
 
 
-def members(iface: Any) -> dict[str, Any]:
+def full_members(iface: Any) -> dict[str, Any]:
+    def args(items: Any) -> list[tuple[str | None, str, str | None, dict[str, str]]]:
+        return [
+            (a.name, a.signature, a.direction.value if a.direction else None, a.annotations)
+            for a in items
+        ]
+
     return {
+        "annotations": iface.annotations,
         "methods": {
-            m.name: ([a.signature for a in m.in_args], [a.signature for a in m.out_args])
-            for m in iface.methods
+            m.name: (args(m.in_args), args(m.out_args), m.annotations) for m in iface.methods
         },
-        "signals": {s.name: [a.signature for a in s.args] for s in iface.signals},
-        "properties": {p.name: (p.signature, p.access.value) for p in iface.properties},
+        "signals": {s.name: (args(s.args), s.annotations) for s in iface.signals},
+        "properties": {
+            p.name: (p.signature, p.access.value, p.annotations) for p in iface.properties
+        },
     }
+
+
+async def test_peer_get_machine_id_answers_without_leaking_the_process(
+    populated: BusService, client: MessageBus, test_user: TestUser, private_bus: PrivateBus
+) -> None:
+    from stunmeshd.bus.connection import read_machine_id
+
+    reply = await call(client, ROOT, "org.freedesktop.DBus.Peer", "GetMachineId")
+    assert reply.ok and reply.body == [read_machine_id()], reply
+    user = await run(
+        *busctl(
+            private_bus.address,
+            "call",
+            BUS_NAME,
+            ROOT,
+            "org.freedesktop.DBus.Peer",
+            "GetMachineId",
+        ),
+        user=test_user,
+    )
+    assert user.returncode == 0, user.stderr
+    assert user.stdout.strip() == f'{"s"} "{read_machine_id()}"'
+    assert "pid" not in user.stdout + user.stderr
 
 
 async def test_every_exported_method_is_guarded_or_public(

@@ -64,9 +64,9 @@ def test_options_accept_known_keys_with_the_right_type() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"wiat": Variant("b", True)}, "unknown option 'wiat' (known options: wait)"),
-        ({"wait": Variant("s", "yes")}, "option 'wait' must have type 'b', not 's'"),
-        ({"wait": True}, "option 'wait' must have type 'b', not None"),
+        ({"wiat": Variant("b", True)}, 'unknown option "wiat" (known options: wait)'),
+        ({"wait": Variant("s", "yes")}, 'option "wait" must have type "b", not "s"'),
+        ({"wait": True}, 'option "wait" must have type "b", not ""'),
         ([], "options must be a dictionary a{sv}"),
     ],
 )
@@ -153,12 +153,17 @@ def test_changed_fields_map_to_property_names() -> None:
 
 
 def members(iface: Any) -> dict[str, Any]:
+    """Everything introspection says about an interface, arg names and annotations included."""
     return {
+        "annotations": iface.annotations,
         "methods": {
-            m.name: ([a.signature for a in m.in_args], [a.signature for a in m.out_args])
+            m.name: (
+                [(a.name, a.signature) for a in m.in_args],
+                [(a.name, a.signature) for a in m.out_args],
+            )
             for m in iface.methods
         },
-        "signals": {s.name: [a.signature for a in s.args] for s in iface.signals},
+        "signals": {s.name: [(a.name, a.signature) for a in s.args] for s in iface.signals},
         "properties": {p.name: (p.signature, p.access.value) for p in iface.properties},
     }
 
