@@ -180,6 +180,8 @@ def test_shipped_xml_documents_every_member() -> None:
     for name in (MANAGER_IFACE, DEVICE_IFACE, PEER_IFACE):
         text = (REPO / "dbus" / f"{name}.xml").read_text()
         for kind, entries in members(Node.parse(text).interfaces[0]).items():
+            if kind == "annotations":
+                continue
             for member in entries:
                 assert f"<!-- {member}:" in text, f"{name} {kind} {member} has no comment"
 
