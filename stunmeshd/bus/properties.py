@@ -92,6 +92,7 @@ class TableInterface(ValuesProvider, ServiceInterface):
         self.obj = obj
         self.path = path
         self._deferred: dict[str, None] = {}
+        self.retired = False  # unexported: after InterfacesRemoved, no signal may follow
 
     def dbus_values(self) -> dict[str, Variant]:
         return self.table.variants(self.obj)
@@ -131,10 +132,17 @@ class TableInterface(ValuesProvider, ServiceInterface):
 
     def _flush_deferred(self) -> None:
         names, self._deferred = list(self._deferred), {}
-        self.emit_changed(names=names)
+        if names:
+            self.emit_changed(names=names)
+
+    def retire(self) -> None:
+        """The object leaves the bus: drop pending changes, send nothing from now on."""
+        self.retired = True
+        self._deferred.clear()
 
     def signal(self, interface: str, member: str, signature: str, body: list[Any]) -> None:
-        self.ctx.bus.emit(self.path, interface, member, signature, body)
+        if not self.retired:
+            self.ctx.bus.emit(self.path, interface, member, signature, body)
 
 
 # ---- converters: model value -> exact D-Bus value ----------------------------------------

@@ -209,6 +209,7 @@ class BusService:
             self._signatures[(iface.name, method.name)] = method.in_signature
 
     def _unexport(self, iface: TableInterface) -> None:
+        iface.retire()
         self._objects.pop(iface.path, None)
         self.bus.unexport(iface.path)
 
