@@ -49,7 +49,7 @@ from tests.bus.helpers import (
     walk_everything,
 )
 from tests.bus.standin import SECRET_TOKEN, StandInEngine
-from tests.bus.sysbus import REPO, PrivateBus, TestUser
+from tests.bus.sysbus import PYTHON, REPO, PrivateBus, TestUser
 
 pytestmark = pytest.mark.root
 
@@ -450,18 +450,64 @@ async def test_reload_applies_or_refuses_with_the_reason(
     assert "expected a list" in reply.text and "running one stays" in reply.text
 
 
-async def test_refresh_is_rate_limited_per_caller(
-    populated: BusService, engine: StandInEngine, client: MessageBus, private_bus: PrivateBus
+async def test_refresh_is_rate_limited_per_caller_identity_not_per_connection(
+    populated: BusService, engine: StandInEngine, private_bus: PrivateBus
 ) -> None:
-    replies = [await refresh(client) for _ in range(20)]
+    """Root: one budget per process, however many connections it opens."""
+    replies = []
+    for _ in range(30):  # a fresh connection for every call
+        bus = await private_bus.connect()
+        try:
+            replies.append(await refresh(bus))
+        finally:
+            bus.disconnect()
     limited = [r for r in replies if not r.ok]
     assert limited and all(r.error == Error.LIMITS_EXCEEDED for r in limited)
-    assert len(engine.calls) < 20
-    other = await private_bus.connect()  # another caller has its own allowance
-    try:
-        assert (await refresh(other)).ok
-    finally:
-        other.disconnect()
+    assert "try again in" in limited[0].text
+    assert len(engine.calls) == len(replies) - len(limited) < 30
+    # another root process has its own budget
+    other = await run(
+        *busctl(private_bus.address, "call", BUS_NAME, ROOT, MANAGER_IFACE, "Refresh", "a{sv}", "0")
+    )
+    assert other.returncode == 0, other.stderr
+
+
+EIGHT_REFRESHES = """
+import asyncio, sys
+from dbus_fast import Message, MessageFlag
+from dbus_fast.aio import MessageBus
+
+async def main() -> None:
+    bus = await MessageBus(bus_address=sys.argv[1]).connect()
+    for _ in range(8):
+        reply = await bus.call(Message(
+            destination="io.github.stunmeshd.StunMesh1", path="/io/github/stunmeshd/StunMesh1",
+            interface="io.github.stunmeshd.StunMesh1", member="Refresh", signature="a{sv}",
+            body=[{}], flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION))
+        print(reply.error_name)
+
+asyncio.run(main())
+"""
+
+
+async def test_unauthorized_callers_always_see_access_denied_and_users_share_a_budget(
+    populated: BusService, private_bus: PrivateBus, test_user: TestUser, engine: StandInEngine
+) -> None:
+    addr = private_bus.address
+    argv = busctl(addr, "call", BUS_NAME, ROOT, MANAGER_IFACE, "Refresh", "a{sv}", "0")
+    denied = await asyncio.gather(*(run(*argv, user=test_user) for _ in range(12)))
+    assert all(d.returncode != 0 and "Access denied" in d.stderr for d in denied), denied
+    same_connection = await run(str(PYTHON), "-c", EIGHT_REFRESHES, addr, user=test_user)
+    assert same_connection.stdout.split() == [Error.ACCESS_DENIED] * 8, same_connection
+    assert engine.calls == []
+    # allowed by a rule: the user's processes (one connection each) share one budget
+    private_bus.add_rule("50-stunmeshd.rules", EXAMPLE_RULES.read_text())
+    await asyncio.sleep(0.5)  # polkitd re-reads its rules directory
+    results = await asyncio.gather(*(run(*argv, user=test_user) for _ in range(12)))
+    ok = [r for r in results if r.returncode == 0]
+    limited = [r for r in results if "too many Refresh calls" in r.stderr]
+    assert ok and limited and len(ok) + len(limited) == 12, [r.stderr for r in results]
+    assert len(engine.calls) == len(ok)
 
 
 # ---- polkit ------------------------------------------------------------------------------
@@ -542,8 +588,11 @@ async def test_caller_is_attributed_under_concurrency(
     test_user: TestUser,
 ) -> None:
     """Root's and the user's calls interleave; each gets its own verdict."""
+    from stunmeshd.bus.ratelimit import RateLimiter
+
     addr = private_bus.address
     engine.delay = 0.05  # keep root's calls in flight while the user's arrive
+    populated.auth.limiter = RateLimiter(100.0, 100)  # attribution, not the budget, is tested
     roots = [await private_bus.connect() for _ in range(4)]
     try:
 
