@@ -1,7 +1,7 @@
 """The D-Bus service: exports the model as objects and turns model events into signals.
 
-The daemon calls ``start_daemon_bus(engine, address)`` right after ``engine.start()`` and
-``await service.close()`` before ``engine.stop()``. Nothing here decides anything: it only
+One ``BusService`` lives as long as one bus connection; ``keeper.BusKeeper`` replaces it when
+the connection is lost. Nothing here decides anything: it only
 adapts the model and forwards requests to the engine (firewalld style).
 
 Start-up order matters: objects are exported and the model subscribed to before the name is
@@ -12,6 +12,7 @@ between the initial export and the subscription.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -22,7 +23,6 @@ from stunmeshd.bus import auth
 from stunmeshd.bus.auth import Authorizer
 from stunmeshd.bus.bounded import caller_text
 from stunmeshd.bus.connection import (
-    BusUnreachable,
     StunMeshBus,
     claim_name,
     connect,
@@ -101,19 +101,15 @@ class BusService:
         self.engine.model.subscribe(self.on_event)
         await claim_name(self.bus, self.name)
         log.info("on the bus name=%s unique=%s", self.name, self.bus.unique_name)
-        self.ctx.spawn(self._watch_connection(), name="bus connection watch")
 
-    async def _watch_connection(self) -> None:
-        """Say so when the bus goes away under us (the engine keeps running without it)."""
+    async def wait_disconnected(self) -> str:
+        """Wait until the connection is gone (``keeper`` then reconnects); returns why."""
         try:
-            # shielded: cancelling this watch must not cancel the bus's own disconnect future
+            # shielded: cancelling this wait must not cancel the bus's own disconnect future
             await asyncio.shield(self.bus.wait_for_disconnect())
         except Exception as exc:
-            reason = str(exc) or type(exc).__name__
-        else:
-            reason = "disconnected"
-        if not self._closed:
-            log.error("lost the D-Bus connection (%s); running on without the bus", reason)
+            return str(exc) or type(exc).__name__
+        return "disconnected"
 
     async def close(self) -> None:
         """Leave the bus: unsubscribe, stop background calls, disconnect."""
@@ -125,7 +121,8 @@ class BusService:
         except ValueError:
             pass
         await self.ctx.close()
-        self.bus.disconnect()
+        with contextlib.suppress(Exception):  # already gone when the bus went first
+            self.bus.disconnect()
         try:
             await self.bus.wait_for_disconnect()
         except Exception as exc:  # a broken connection is still a closed one
@@ -302,16 +299,3 @@ async def start_bus(engine: Engine, address: str = "system", **kwargs: Any) -> B
         await service.close()
         raise
     return service
-
-
-async def start_daemon_bus(engine: Engine, address: str = "system") -> BusService | None:
-    """``start_bus`` with the daemon's policy: a machine without a system bus (a container, the
-    lab) runs the daemon without D-Bus, with a warning; an explicit bus address that does not
-    work, or a name someone else owns, is fatal (BusError)."""
-    try:
-        return await start_bus(engine, address)
-    except BusUnreachable as exc:
-        if address != "system":
-            raise
-        log.warning("running without D-Bus: %s", exc)
-        return None
