@@ -922,3 +922,23 @@ async def test_ctl_uses_dbus_system_bus_address_by_default(
     out, err = await proc.communicate()
     assert proc.returncode == 0, err
     assert [d["Interface"] for d in json.loads(out)] == ["wg0"]
+
+
+async def test_no_signal_from_an_object_after_its_interfaces_removed(
+    populated: BusService, engine: StandInEngine, client: MessageBus
+) -> None:
+    signals = await Signals(client).start()
+    dev = engine.model.devices["wg0"]
+    gone = [device_path(dev.id), *(peer_path(p.id) for p in dev.peers.values())]
+    engine.remove_device("wg0")
+    await signals.wait_for(lambda s: len(signals.members("InterfacesRemoved", ROOT)) == 3)
+    engine.model.set_state(ManagerState.DEGRADED)  # a barrier: whatever was pending came before
+    await signals.wait_for(lambda s: bool(signals.members("PropertiesChanged", ROOT)))
+    for path in gone:
+        removed_at = next(
+            i
+            for i, (p, _iface, member, body) in enumerate(signals.seen)
+            if member == "InterfacesRemoved" and p == ROOT and body[0] == path
+        )
+        late = [s for s in signals.seen[removed_at + 1 :] if s[0] == path]
+        assert late == [], f"signals from {path} after its InterfacesRemoved: {late}"
