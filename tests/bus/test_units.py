@@ -12,7 +12,13 @@ from dbus_fast import DBusError, Variant
 from dbus_fast.introspection import Node
 
 from stunmeshd import ctl
-from stunmeshd.bus.auth import METHOD_POLICY, PUBLIC
+from stunmeshd.bus.auth import METHOD_POLICY, PUBLIC, Caller
+from stunmeshd.bus.bounded import (
+    CALLER_TEXT_LIMIT,
+    ERROR_TEXT_LIMIT,
+    bounded_error_text,
+    caller_text,
+)
 from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.device import DeviceInterface
 from stunmeshd.bus.errors import error_name_for, to_dbus_error
@@ -75,6 +81,31 @@ def test_options_refuse_the_rest_with_invalid_args(options: Any, message: str) -
         parse_options(options, REFRESH_OPTIONS)
     assert err.value.type == Error.INVALID_ARGS
     assert err.value.text == message
+
+
+# ---- caller input in messages ---------------------------------------------------------------
+
+
+def test_caller_text_quotes_escapes_and_bounds() -> None:
+    assert caller_text("wg0") == '"wg0"'
+    assert caller_text('a"b\\c') == '"a\\"b\\\\c"'
+    assert caller_text("\x1b[31m\n\u202e") == '"\\x1b[31m\\n\\u202e"'
+    huge = caller_text("\x01" * (8 << 20))
+    assert huge.endswith(f"… ({8 << 20} characters)")
+    assert len(huge.encode()) <= CALLER_TEXT_LIMIT * 4 + 40
+    assert "\x01" not in huge
+
+
+def test_every_error_text_is_bounded_and_escaped() -> None:
+    assert bounded_error_text("no such peer") == "no such peer"
+    cut = bounded_error_text("x\x01" * 100_000)
+    assert len(cut) <= ERROR_TEXT_LIMIT and cut.endswith("(cut, 200000 characters)")
+    assert "\x01" not in cut and "\\x01" in cut
+
+
+def test_rate_budget_is_per_user_and_per_root_process() -> None:
+    assert Caller(uid=1000, pid=1).budget_key == Caller(uid=1000, pid=2).budget_key
+    assert Caller(uid=0, pid=1).budget_key != Caller(uid=0, pid=2).budget_key
 
 
 # ---- rate limit ----------------------------------------------------------------------------
