@@ -69,7 +69,11 @@ class BusKeeper:
                 service = await start_bus(self.engine, self.address)
             except BusUnreachable as exc:
                 if attempts == 1:
-                    log.warning("bus unreachable, retrying every %.0f s: %s", delay, exc)
+                    log.warning(
+                        "bus unreachable, retrying at most %.0f s apart: %s",
+                        RECONNECT_INTERVAL,
+                        exc,
+                    )
                 continue
             log.info(
                 "back on the bus after %.2f s (%d attempts) unique=%s",
