@@ -491,7 +491,11 @@ asyncio.run(main())
 
 
 async def test_unauthorized_callers_always_see_access_denied_and_users_share_a_budget(
-    populated: BusService, private_bus: PrivateBus, test_user: TestUser, engine: StandInEngine
+    populated: BusService,
+    private_bus: PrivateBus,
+    test_user: TestUser,
+    engine: StandInEngine,
+    client: MessageBus,
 ) -> None:
     addr = private_bus.address
     argv = busctl(addr, "call", BUS_NAME, ROOT, MANAGER_IFACE, "Refresh", "a{sv}", "0")
@@ -501,8 +505,9 @@ async def test_unauthorized_callers_always_see_access_denied_and_users_share_a_b
     assert same_connection.stdout.split() == [Error.ACCESS_DENIED] * 8, same_connection
     assert engine.calls == []
     # allowed by a rule: the user's processes (one connection each) share one budget
+    signals = await Signals(client).start()
     private_bus.add_rule("50-stunmeshd.rules", EXAMPLE_RULES.read_text())
-    await asyncio.sleep(0.5)  # polkitd re-reads its rules directory
+    await signals.wait_for(lambda s: bool(signals.members("CheckPermissions", ROOT)), 10)
     results = await asyncio.gather(*(run(*argv, user=test_user) for _ in range(12)))
     ok = [r for r in results if r.returncode == 0]
     limited = [r for r in results if "too many Refresh calls" in r.stderr]
