@@ -42,8 +42,15 @@ class PeerState(IntEnum):
     APPLIED = 3  # endpoint set in WireGuard
     CONNECTED = 4  # recent handshake
     FAILED = 5
-    # 6: NOT_ON_DEVICE (the interface lacks the peer)
-    DISABLED = 7  # the configuration cannot run it (bad key, no such plugin); LastError: why
+    # Configured peers the daemon does not work on; LastError says why. Each such state is one
+    # line here, numbered from NOT_ON_DEVICE up (``inactive`` covers them all).
+    NOT_ON_DEVICE = 6  # the WireGuard interface has no such peer (yet)
+    DISABLED = 7  # the configuration cannot run it (bad key, no such plugin, a repeat)
+
+    @property
+    def inactive(self) -> bool:
+        """Nothing is fetched, published or applied for a peer in this state."""
+        return self >= PeerState.NOT_ON_DEVICE
 
 
 class NatMapping(StrEnum):
