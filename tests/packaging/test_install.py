@@ -198,7 +198,7 @@ def test_uninstall_removes_exactly_what_was_installed(installed: Installed, tmp_
 
 
 @pytest.mark.root
-def test_make_install_and_uninstall_at_a_prefix_offline() -> None:
+def test_make_install_reinstall_and_uninstall_at_a_prefix_offline() -> None:
     top = Path(tempfile.mkdtemp(prefix="stunmeshd-direct-"))
     try:
         prefix = top / "opt"
@@ -212,6 +212,15 @@ def test_make_install_and_uninstall_at_a_prefix_offline() -> None:
             prefix / "bin" / "stunmeshd", "--check", "-c", REPO / "examples" / "config.yaml"
         )
         assert checked.returncode == 0, checked.stderr
+        # a file an older version installed (in the manifest) goes when the new one is installed
+        old = prefix / "share" / "doc" / "stunmeshd" / "OLD-VERSION-ONLY"
+        old.write_text("gone after the reinstall\n")
+        with (prefix / "lib" / "stunmeshd" / "installed-files").open("a") as manifest:
+            manifest.write(f"{old}\n")
+        again = run(*argv)
+        assert again.returncode == 0, again.stderr
+        assert not old.exists()
+        assert (prefix / "bin" / "stunmeshd").exists()
         removed = run("make", "-C", REPO, "uninstall", f"PREFIX={prefix}")
         assert removed.returncode == 0, removed.stderr
         assert list(prefix.iterdir()) == []  # PREFIX itself stays: it may well be /usr
