@@ -226,3 +226,14 @@ def test_make_install_reinstall_and_uninstall_at_a_prefix_offline() -> None:
         assert list(prefix.iterdir()) == []  # PREFIX itself stays: it may well be /usr
     finally:
         shutil.rmtree(top)
+
+
+def test_a_failed_install_takes_back_what_it_made(tmp_path: Path) -> None:
+    (tmp_path / "no-wheels").mkdir()  # pip cannot find a thing: the install fails half-way
+    stage, prefix = tmp_path / "stage", "/opt/stunmeshd"
+    env = {**os.environ, "DESTDIR": str(stage), "PREFIX": prefix}
+    env["WHEELHOUSE"] = str(tmp_path / "no-wheels")
+    failed = run(REPO / "packaging" / "install.sh", env=env)
+    assert failed.returncode != 0
+    assert "install failed: removing what it installed" in failed.stderr
+    assert tree(stage) == {"/opt/", "/opt/stunmeshd/"}  # the system files went again too
