@@ -67,7 +67,8 @@ make_dir() {
 
 subst() {
     sed -e "s#@prefix@#$prefix#g" -e "s#@bindir@#$bindir#g" -e "s#@datadir@#$datadir#g" \
-        -e "s#@docdir@#$docdir#g" -e "s#@unitdir@#$unitdir#g" -e "s#@runtimedir@#$runtimedir#g"
+        -e "s#@docdir@#$docdir#g" -e "s#@unitdir@#$unitdir#g" -e "s#@runtimedir@#$runtimedir#g" \
+        -e "s#@sysconfdir@#$sysconfdir#g"
 }
 
 # ---- the system files (packaging/files) ----------------------------------------------------

@@ -10,6 +10,7 @@ and the installed runtime is world-readable, as installed software is.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import stat
@@ -20,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WHEELHOUSE = REPO / "build" / "wheelhouse"
+TABLE = REPO / "packaging" / "files"  # the system files install.sh installs
 # a python3 first on PATH that must never be used: the runtime is Debian's /usr/bin/python3
 HOSTILE_PYTHON = "#!/bin/sh\necho 'the python3 on PATH was used' >&2\nexit 97\n"
 
@@ -97,3 +99,29 @@ def world_readable(path: Path) -> bool:
         if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
             return False
     return bool(path.stat().st_mode & stat.S_IROTH)
+
+
+def table(prefix: Path) -> list[tuple[Path, Path, int, str]]:
+    """packaging/files as (source, installed path, mode, how) for PREFIX ``prefix``."""
+    words = {
+        "@prefix@": str(prefix),
+        "@bindir@": f"{prefix}/bin",
+        "@runtimedir@": f"{prefix}/lib/stunmeshd",
+        "@datadir@": f"{prefix}/share",
+        "@docdir@": f"{prefix}/share/doc/stunmeshd",
+        "@unitdir@": f"{prefix}/lib/systemd/system",
+        "@sysconfdir@": "/etc" if str(prefix) == "/usr" else f"{prefix}/etc",
+    }
+    rows = []
+    for line in TABLE.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        pattern, directory, mode, how = line.split()
+        for word, value in words.items():
+            directory = directory.replace(word, value)
+        sources = sorted(glob.glob(str(REPO / pattern)))
+        assert sources, pattern
+        for source in sources:
+            path = Path(source)
+            rows.append((path, Path(directory) / path.name, int(mode, 8), how))
+    return rows

@@ -83,6 +83,10 @@ sed -e "s/@version@/$version/" -e "s/@arch@/$arch/" -e "s/@installed_size@/$inst
 (cd "$stage" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | LC_ALL=C sort -z |
     xargs -0 md5sum > DEBIAN/md5sums)
 chmod 0644 "$stage/DEBIAN/control" "$stage/DEBIAN/md5sums"
+if [ -d "$stage/etc" ]; then  # a system file listed under /etc is the admin's to edit
+    (cd "$stage" && find etc -type f -printf '/%p\n' | LC_ALL=C sort > DEBIAN/conffiles)
+    chmod 0644 "$stage/DEBIAN/conffiles"
+fi
 
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$out" > /dev/null
 echo "$out"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.installed import REPO, WHEELHOUSE, fill_wheelhouse, offline
+from tests.installed import REPO, WHEELHOUSE, fill_wheelhouse, offline, table
 from tests.prereq import require, require_root, require_tools
 
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -54,6 +54,10 @@ def contents(deb: Path) -> dict[str, str]:
     return {line.split()[5].removeprefix("."): line for line in listing}
 
 
+def etc_files() -> set[str]:
+    return {str(dest) for _, dest, _, _ in table(Path("/usr")) if str(dest).startswith("/etc/")}
+
+
 # ---- the package itself ----------------------------------------------------------------------
 
 
@@ -84,7 +88,8 @@ def test_contents_are_make_install_at_usr_without_byte_code(deb: Path) -> None:
         assert path in files, path
     assert "-> ../lib/stunmeshd/bin/stunmeshd" in files["/usr/bin/stunmeshd"]
     assert "-> ../lib/stunmeshd/bin/stunmeshctl" in files["/usr/bin/stunmeshctl"]
-    assert all(path.startswith("/usr/") or path == "/" for path in files)  # no conffile in /etc
+    outside = {p for p in files if not p.startswith("/usr/") and not p.endswith("/")}
+    assert outside == etc_files()  # only what packaging/files puts in /etc: none so far
     assert not [p for p in files if p.endswith(".pyc") or "__pycache__" in p]
     assert "/usr/lib/stunmeshd/installed-files" not in files  # dpkg keeps the list
     assert all(" root/root " in line for line in files.values())
@@ -103,7 +108,9 @@ def test_maintainer_scripts_are_there_and_parse(deb: Path) -> None:
             script = Path(tmp) / name
             assert script.stat().st_mode & 0o777 == 0o755
             assert run("sh", "-n", script).returncode == 0
-        assert not (Path(tmp) / "conffiles").exists()
+        conffiles = Path(tmp) / "conffiles"  # the config is the admin's, not a conffile
+        listed = set(conffiles.read_text().split()) if conffiles.exists() else set()
+        assert listed == etc_files()
         postinst = (Path(tmp) / "postinst").read_text()
         assert "daemon-reload" in postinst and "ReloadConfig" in postinst
         assert not re.search(r"\b(enable|start)\b", postinst.split("set -e", 1)[1])

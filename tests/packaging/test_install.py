@@ -7,7 +7,6 @@ run its commands there, and uninstall a copy of the staging tree.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import shutil
@@ -17,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.installed import REPO, WHEELHOUSE, Installed, offline, world_readable
+from tests.installed import REPO, WHEELHOUSE, Installed, offline, table, world_readable
 
 LOCK = REPO / "packaging" / "requirements.lock"
-TABLE = REPO / "packaging" / "files"
 
 
 def pins() -> dict[str, str]:
@@ -29,29 +27,6 @@ def pins() -> dict[str, str]:
         (name.lower().replace("_", "-"), version)
         for name, version in (line.split("==") for line in lines if line)
     )
-
-
-def table(prefix: Path) -> list[tuple[Path, Path, int, str]]:
-    """packaging/files as (source, installed path, mode, how) for PREFIX ``prefix``."""
-    words = {
-        "@prefix@": str(prefix),
-        "@datadir@": f"{prefix}/share",
-        "@docdir@": f"{prefix}/share/doc/stunmeshd",
-        "@unitdir@": f"{prefix}/lib/systemd/system",
-    }
-    rows = []
-    for line in TABLE.read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        pattern, directory, mode, how = line.split()
-        for word, value in words.items():
-            directory = directory.replace(word, value)
-        sources = sorted(glob.glob(str(REPO / pattern)))
-        assert sources, pattern
-        for source in sources:
-            path = Path(source)
-            rows.append((path, Path(directory) / path.name, int(mode, 8), how))
-    return rows
 
 
 def run(*argv: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
