@@ -11,6 +11,7 @@ DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nft
 DEBS    += dpkg-dev lintian
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
+BENCHES += bus_reconnect
 
 PREFIX  ?= /usr
 DESTDIR ?=
