@@ -29,6 +29,7 @@ from stunmeshd.bus.names import BUS_NAME, Error
 
 log = logging.getLogger("stunmesh-applet")
 
+CONNECT_TIMEOUT = 25.0  # s
 INTERACTIVE_TIMEOUT = 120.0  # s: the polkit agent may be asking for a password
 REFUSED = (Error.ACCESS_DENIED, Error.INTERACTIVE_AUTHORIZATION_REQUIRED)
 
@@ -39,12 +40,12 @@ class Applet:
     ) -> None:
         self.system = system
         self.session = session
+        self.mirror = DaemonMirror(system, self._changed)
         self.item = StatusNotifierItem()
         self.menu = DBusMenu(self._entries, self._clicked)
         self.registration = Registration(session)
         self.notifications = Notifications(session)
         self.news = PeerNews(self.notifications.send, burst=burst, interval=interval)
-        self.mirror = DaemonMirror(system, self._changed)
         self._started = False  # the first tree seen at start-up is not news
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -52,6 +53,9 @@ class Applet:
         self.session.export(ITEM_PATH, self.item)
         self.session.export(MENU_PATH, self.menu)
         await self.mirror.start()
+        if not self.mirror.loading:  # not running: whatever comes later is news
+            self._started = True
+        self.menu.refresh()
         await self.registration.start()
 
     def _entries(self) -> list[view.Entry]:
@@ -113,8 +117,8 @@ async def connect(address: str) -> MessageBus:
 
 async def run(args: argparse.Namespace) -> int:
     try:
-        session = await connect("session")
-        system = await connect(args.bus)
+        session = await asyncio.wait_for(connect("session"), CONNECT_TIMEOUT)
+        system = await asyncio.wait_for(connect(args.bus), CONNECT_TIMEOUT)
     except Exception as exc:
         log.error("cannot connect to the buses: %s", exc)
         return 1

@@ -63,7 +63,6 @@ class DBusMenu(ServiceInterface):
         self._next_id = itertools.count(1)
         self._revision = 1
         self._shown: list[tuple[int, Entry]] = []
-        self._build()
 
     # ---- the model ------------------------------------------------------------------------
 

@@ -102,6 +102,11 @@ class DaemonMirror:
             owner = ""  # not running, or not installed yet: NameOwnerChanged will tell
         self._follow(owner)
 
+    @property
+    def loading(self) -> bool:
+        """A snapshot of the daemon is on its way."""
+        return self._pending is not None
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.bus.remove_message_handler(self._on_message)
