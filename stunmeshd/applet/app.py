@@ -55,15 +55,18 @@ class Applet:
         await self.mirror.start()
         if not self.mirror.loading:  # not running: whatever comes later is news
             self._started = True
-        self.menu.refresh()
+        self._present(self.mirror.tree)
         await self.registration.start()
 
     def _entries(self) -> list[view.Entry]:
         return view.entries(self.mirror.tree)
 
-    def _changed(self, tree: Tree) -> None:
+    def _present(self, tree: Tree) -> None:
         self.item.update(view.overall(tree), view.tooltip(tree))
         self.menu.refresh()
+
+    def _changed(self, tree: Tree) -> None:
+        self._present(tree)
         if tree.running:
             self.news.observe(tree, quiet=not self._started)
         self._started = True
