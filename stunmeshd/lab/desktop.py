@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from dbus_fast import Message, MessageType
@@ -47,6 +48,22 @@ PANEL_CONFIG = f"""<?xml version="1.0" encoding="UTF-8"?>
   </property>
 </channel>
 """
+
+
+@dataclass(frozen=True)
+class Image:
+    """RGB pixels, row by row."""
+
+    width: int
+    height: int
+    data: bytes
+
+    def pixel(self, x: int, y: int) -> tuple[int, int, int]:
+        i = (y * self.width + x) * 3
+        return self.data[i], self.data[i + 1], self.data[i + 2]
+
+    def region(self, x0: int, y0: int, x1: int, y1: int) -> list[tuple[int, int, int]]:
+        return [self.pixel(x, y) for y in range(y0, y1) for x in range(x0, x1)]
 
 
 async def _stop(proc: asyncio.subprocess.Process | None) -> None:
@@ -238,6 +255,16 @@ class Desktop(Resource):
     async def screenshot(self, path: Path) -> Path:
         await self.run("import", "-window", "root", str(path))
         return path
+
+    async def pixels(self, path: Path) -> Image:
+        """The screenshot's pixels (RGB), to check what it shows."""
+        width, height = SCREEN
+        data = await self.run("convert", str(path), "-depth", "8", "rgb:-")
+        assert len(data) == width * height * 3, "not a screenshot of this screen"
+        return Image(width, height, data)
+
+    async def click(self, x: int, y: int) -> None:
+        await self.run("xdotool", "mousemove", str(x), str(y), "click", "1")
 
     def log_text(self) -> str:
         return "\n".join(

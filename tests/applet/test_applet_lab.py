@@ -9,8 +9,6 @@ restart.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from stunmeshd.bus.names import BUS_NAME
@@ -24,18 +22,10 @@ from tests.applet.standins import (
     serve,
     tooltip_text,
 )
-from tests.bus.busmesh import BusMesh, bus_mesh_lab
-from tests.bus.conftest import require_bus_bed
+from tests.bus.busmesh import BusMesh
 from tests.bus.helpers import Signals
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-async def lab() -> AsyncIterator[BusMesh]:
-    require_bus_bed()
-    async with bus_mesh_lab(store="dir") as mesh:
-        yield mesh
 
 
 async def test_applet_follows_refreshes_and_outlives_the_daemon(lab: BusMesh) -> None:
