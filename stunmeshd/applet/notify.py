@@ -70,7 +70,9 @@ class PeerNews:
         call_later: Callable[[float, Callable[[], None]], Any] | None = None,
     ) -> None:
         self.send = send
-        self.limiter = limiter or RateLimiter(rate=1.0 / interval, burst=burst)
+        if limiter is None:  # (not `or`: an empty RateLimiter is falsy)
+            limiter = RateLimiter(rate=1.0 / interval, burst=burst)
+        self.limiter = limiter
         self.call_later = call_later or (lambda d, f: asyncio.get_running_loop().call_later(d, f))
         self.seen: dict[str, PeerState] = {}  # key -> last connected/failed state seen
         self.shown: dict[str, PeerState] = {}  # key -> state of the last notice shown
