@@ -45,7 +45,7 @@ def _props(entry: Entry) -> dict[str, Variant]:
         return {"type": Variant("s", "separator")}
     return {
         "label": Variant("s", entry.label.replace("_", "__")),  # "_" marks a mnemonic
-        "enabled": Variant("b", entry.target is not None),
+        "enabled": Variant("b", entry.target is not None and entry.enabled),
         "visible": Variant("b", True),
     }
 
@@ -128,7 +128,7 @@ class DBusMenu(ServiceInterface):
         if event_id != "clicked":
             return
         entry = self._item(item_id)
-        if entry is not None and entry.target is not None:
+        if entry is not None and entry.target is not None and entry.enabled:
             self._on_click(entry)
 
     @dbus_method(name="EventGroup")

@@ -50,6 +50,7 @@ class Tree:
     manager: dict[str, Any] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    permissions: dict[str, str] = field(default_factory=dict)  # polkit action -> yes/auth/no
 
     def add(self, path: str, interfaces: dict[str, dict[str, Any]]) -> None:
         if DEVICE_IFACE in interfaces:
@@ -89,6 +90,7 @@ class DaemonMirror:
         self._owner = ""  # the daemon's unique name, "" when it is not on the bus
         self._pending: list[Message] | None = None  # signals seen while a snapshot loads
         self._load_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for rule in MATCH_RULES:
@@ -127,6 +129,11 @@ class DaemonMirror:
                 return
             if self._pending is not None:
                 self._pending.append(msg)
+                return
+            if msg.member == "CheckPermissions" and msg.interface == MANAGER_IFACE:
+                task = asyncio.get_running_loop().create_task(self._recheck(msg.sender or ""))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
                 return
             if self._apply(msg):
                 self.on_change(self.tree)
@@ -183,9 +190,13 @@ class DaemonMirror:
             return
         if self._owner != owner:
             return
+        permissions = await self._permissions(owner)
+        if self._owner != owner:
+            return
         tree = Tree(running=True, manager=dict(unpack_variants(manager_reply.body[0])))
         for path, interfaces in unpack_variants(objects_reply.body[0]).items():
             tree.add(str(path), interfaces)
+        tree.permissions = permissions
         self.tree = tree
         since = objects_reply.serial
         pending, self._pending = self._pending or [], None
@@ -193,6 +204,21 @@ class DaemonMirror:
             if msg.serial > since:
                 self._apply(msg)
         self.on_change(self.tree)
+
+    async def _permissions(self, owner: str) -> dict[str, str]:
+        """What polkit lets this user do ({} when the daemon cannot say: let polkit decide)."""
+        try:
+            reply = await self._call_raw(owner, ROOT, MANAGER_IFACE, "GetPermissions")
+        except (LookupError, TimeoutError):
+            return {}
+        return {str(k): str(v) for k, v in reply.body[0].items()}
+
+    async def _recheck(self, owner: str) -> None:
+        """polkit's rules or the user's session changed (CheckPermissions)."""
+        permissions = await self._permissions(owner)
+        if self._owner == owner and self.tree.running and permissions != self.tree.permissions:
+            self.tree.permissions = permissions
+            self.on_change(self.tree)
 
     # ---- calls ----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from stunmeshd.applet.mirror import Tree
-from stunmeshd.bus.names import DEVICE_IFACE, MANAGER_IFACE, PEER_IFACE, ROOT
+from stunmeshd.bus.names import ACTION_REFRESH, DEVICE_IFACE, MANAGER_IFACE, PEER_IFACE, ROOT
 from stunmeshd.ctl import ago, state_name
 from stunmeshd.model import DeviceState, ManagerState, PeerState
 
@@ -86,6 +86,7 @@ class Entry:
     label: str = ""
     separator: bool = False
     target: tuple[str, str] | None = None
+    enabled: bool = True  # False: polkit says "no" to this user (greyed out, not clickable)
 
 
 def device_label(props: dict[str, object]) -> str:
@@ -116,6 +117,7 @@ def entries(tree: Tree, now: float | None = None) -> list[Entry]:
     items = [Entry("summary", head), Entry("sep-top", separator=True)]
     if not tree.running:
         return items[:1]
+    allowed = tree.permissions.get(ACTION_REFRESH, "yes") != "no"  # "auth": the agent asks
     for dev_path in sorted(tree.devices, key=_num):
         dev = tree.devices[dev_path]
         name = str(dev.get("Interface", "?"))
@@ -129,11 +131,17 @@ def entries(tree: Tree, now: float | None = None) -> list[Entry]:
                     f"refresh:{peer_path}",
                     f"    Refresh {peer.get('Name') or '?'}",
                     target=(peer_path, PEER_IFACE),
+                    enabled=allowed,
                 )
             )
         items.append(
-            Entry(f"refresh:{dev_path}", f"Refresh {name}", target=(dev_path, DEVICE_IFACE))
+            Entry(
+                f"refresh:{dev_path}",
+                f"Refresh {name}",
+                target=(dev_path, DEVICE_IFACE),
+                enabled=allowed,
+            )
         )
         items.append(Entry(f"sep:{dev_path}", separator=True))
-    items.append(Entry("refresh:all", "Refresh all", target=(ROOT, MANAGER_IFACE)))
+    items.append(Entry("refresh:all", "Refresh all", target=(ROOT, MANAGER_IFACE), enabled=allowed))
     return items

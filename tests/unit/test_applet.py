@@ -272,3 +272,24 @@ def test_the_applet_imports_neither_the_engine_nor_the_stores() -> None:
     assert "stunmeshd.applet.app" in loaded
     assert not {m for m in loaded if m.startswith(("stunmeshd.engine", "stunmeshd.stores"))}
     assert "stunmeshd.bus.service" not in loaded and "stunmeshd.daemon" not in loaded
+
+
+def test_refresh_is_greyed_out_only_when_polkit_says_no() -> None:
+    for answer, enabled in (("yes", True), ("auth", True), ("no", False)):
+        t = tree(PeerState.CONNECTED)
+        t.permissions = {"io.github.stunmeshd.StunMesh1.refresh": answer}
+        clicked: list[Entry] = []
+        menu = DBusMenu(lambda t=t: entries(t, now=NOW), clicked.append)
+        menu.refresh()
+        refreshes = [(i, e) for i, e in menu._shown if e.target is not None]
+        assert len(refreshes) == 3
+        for item_id, _entry in refreshes:
+            assert _props_enabled(menu, item_id) is enabled
+            menu.event(item_id, "clicked", None, 0)
+        assert len(clicked) == (3 if enabled else 0)
+
+
+def _props_enabled(menu: DBusMenu, item_id: int) -> bool:
+    layout = menu._layout(-1)
+    child = next(c.value for c in layout[2] if c.value[0] == item_id)
+    return bool(child[1]["enabled"].value)
