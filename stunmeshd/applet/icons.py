@@ -41,8 +41,12 @@ def _data_dirs() -> list[Path]:
 
 
 def _has_own_icons(base: Path) -> bool:
+    """Never raises: an unreadable data directory (another user's) just has no icons."""
     name = OWN_NAMES[Overall.CONNECTED]
-    return any((base / "hicolor").glob(f"*/status/{name}.*"))
+    try:
+        return any((base / "hicolor").glob(f"*/status/{name}.*"))
+    except OSError:
+        return False
 
 
 @functools.cache

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,25 @@ class Image:
         return [self.pixel(x, y) for y in range(y0, y1) for x in range(x0, x1)]
 
 
+# A session bus like Debian's session.conf, that also lets other users connect: the tests run
+# an applet as an unprivileged user next to the root-run stand-ins.
+SESSION_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <standard_session_servicedirs/>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
 async def _stop(proc: asyncio.subprocess.Process | None) -> None:
     if proc is None or proc.returncode is not None:
         return
@@ -91,13 +111,14 @@ class SessionBus(Resource):
         self.daemon: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
+        config = self.workdir / "session-bus.conf"
+        config.write_text(SESSION_CONFIG.format(socket=self.socket))
         with (self.workdir / "session-bus.log").open("ab") as log:
             self.daemon = await asyncio.create_subprocess_exec(
                 "dbus-daemon",
-                "--session",
+                f"--config-file={config}",
                 "--nofork",
                 "--print-address=1",
-                f"--address={self.address}",
                 env={**os.environ, **self.env},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -139,6 +160,7 @@ class Desktop(Resource):
     def __init__(self, *, panel: bool = False) -> None:
         self.panel = panel
         self.workdir = Path(tempfile.mkdtemp(prefix="smd-desktop-"))
+        self.workdir.chmod(0o755)  # an unprivileged applet must reach the session bus socket
         self.display = ""
         self.env: dict[str, str] = {
             "XDG_CONFIG_HOME": str(self.workdir / "config"),
@@ -225,9 +247,12 @@ class Desktop(Resource):
         self.children.append(proc)
         return proc
 
-    async def applet(self, system_bus: str, *args: str) -> asyncio.subprocess.Process:
-        """stunmesh-applet in this session, following the daemon on ``system_bus``."""
-        return await self.spawn(
+    async def applet(
+        self, system_bus: str, *args: str, run_as: Callable[..., list[str]] | None = None
+    ) -> asyncio.subprocess.Process:
+        """stunmesh-applet in this session, following the daemon on ``system_bus``;
+        ``run_as`` turns the command into another user's (``TestUser.argv``)."""
+        argv = [
             sys.executable,
             "-m",
             "stunmeshd.applet",
@@ -235,8 +260,9 @@ class Desktop(Resource):
             system_bus,
             "--log-level",
             "info",
-            *args,
-        )
+        ]
+        argv += args
+        return await self.spawn(*(run_as(*argv) if run_as else argv))
 
     async def run(self, *argv: str) -> bytes:
         """An X client (xdotool, import) against this display; its output."""
