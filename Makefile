@@ -14,6 +14,7 @@ DESKTOP_DEBS := xvfb xfce4-panel xdotool imagemagick librsvg2-common fonts-dejav
 DEBS    += $(DESKTOP_DEBS)
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
+BENCHES += applet_idle
 
 PREFIX  ?= /usr
 DESTDIR ?=
