@@ -174,34 +174,31 @@ class DaemonMirror:
     async def _load(self, owner: str) -> None:
         """One snapshot of the new daemon, then the signals it sent after it."""
         try:
-            manager_reply = await self._call_raw(
+            manager = await self._call_raw(
                 owner, ROOT, PROPERTIES_IFACE, "GetAll", "s", [MANAGER_IFACE]
             )
-            objects_reply = await self._call_raw(
-                owner, ROOT, OBJECT_MANAGER_IFACE, "GetManagedObjects"
-            )
-        except (LookupError, TimeoutError) as exc:
-            # gone again (NameOwnerChanged follows) or not answering: show it as not running
+            objects = await self._call_raw(owner, ROOT, OBJECT_MANAGER_IFACE, "GetManagedObjects")
+            permissions = await self._permissions(owner)
+            if self._owner != owner:
+                return
+            tree = Tree(running=True, manager=dict(unpack_variants(manager.body[0])))
+            for path, interfaces in unpack_variants(objects.body[0]).items():
+                tree.add(str(path), interfaces)
+            tree.permissions = permissions
+        except Exception as exc:
+            # gone again (NameOwnerChanged follows), not answering, or an answer we cannot
+            # read: show it as not running rather than half a tree
             log.info("stunmeshd did not answer (%s)", exc)
             if self._owner == owner:
                 self._pending = None
                 self.tree = Tree()
                 self.on_change(self.tree)
             return
-        if self._owner != owner:
-            return
-        permissions = await self._permissions(owner)
-        if self._owner != owner:
-            return
-        tree = Tree(running=True, manager=dict(unpack_variants(manager_reply.body[0])))
-        for path, interfaces in unpack_variants(objects_reply.body[0]).items():
-            tree.add(str(path), interfaces)
-        tree.permissions = permissions
         self.tree = tree
-        since = objects_reply.serial
         pending, self._pending = self._pending or [], None
-        for msg in pending:
-            if msg.serial > since:
+        for msg in pending:  # the daemon numbers its messages: keep what came after each reply
+            is_manager = msg.path == ROOT and msg.member == "PropertiesChanged"
+            if msg.serial > (manager.serial if is_manager else objects.serial):
                 self._apply(msg)
         self.on_change(self.tree)
 
