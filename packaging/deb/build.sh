@@ -45,6 +45,8 @@ doc="$stage/usr/share/doc/stunmeshd"
     echo
     echo "The private Python runtime in /usr/lib/stunmeshd holds these libraries; each one's"
     echo "license text is in its *.dist-info directory under /$(realpath --relative-to="$stage" "$site")."
+    echo "Two extension modules contain a C library: nacl/_sodium (libsodium, ISC license) and"
+    echo "yaml/_yaml (libyaml, MIT license)."
     echo
     /usr/bin/python3 - "$site" << 'EOF'
 import importlib.metadata, sys

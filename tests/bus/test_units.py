@@ -318,6 +318,8 @@ def test_refresh_targets_resolve_to_objects() -> None:
     [
         ("org.freedesktop.DBus.Error.ServiceUnknown", ctl.EXIT_NOT_RUNNING),
         ("org.freedesktop.DBus.Error.NameHasNoOwner", ctl.EXIT_NOT_RUNNING),
+        ("org.freedesktop.systemd1.NoSuchUnit", ctl.EXIT_NOT_RUNNING),  # installed, disabled
+        ("org.freedesktop.systemd1.UnitMasked", ctl.EXIT_NOT_RUNNING),
         ("org.freedesktop.DBus.Error.AccessDenied", ctl.EXIT_NOT_AUTHORIZED),
         ("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", ctl.EXIT_NOT_AUTHORIZED),
         ("org.freedesktop.DBus.Error.InvalidArgs", ctl.EXIT_USAGE),
@@ -326,6 +328,12 @@ def test_refresh_targets_resolve_to_objects() -> None:
 )
 def test_daemon_errors_become_exit_statuses(name: str, status: int) -> None:
     assert ctl.error_from_reply(name, ["why"], "Refresh").status == status
+
+
+def test_a_disabled_service_is_reported_with_how_to_enable_it() -> None:
+    why = "Unit dbus-io.github.stunmeshd.StunMesh1.service not found."
+    error = ctl.error_from_reply("org.freedesktop.systemd1.NoSuchUnit", [why], "GetAll")
+    assert why in str(error) and "systemctl enable --now stunmeshd" in str(error)
 
 
 def test_ctl_without_a_daemon_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
