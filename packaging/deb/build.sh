@@ -83,8 +83,6 @@ sed -e "s/@version@/$version/" -e "s/@arch@/$arch/" -e "s/@installed_size@/$inst
 (cd "$stage" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | LC_ALL=C sort -z |
     xargs -0 md5sum > DEBIAN/md5sums)
 chmod 0644 "$stage/DEBIAN/control" "$stage/DEBIAN/md5sums"
-# files in /etc (the applet's XDG autostart entry) are the admin's to change: conffiles
-(cd "$stage" && find etc -type f -printf '/%p\n' | LC_ALL=C sort > DEBIAN/conffiles && chmod 0644 DEBIAN/conffiles)
 
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$out" > /dev/null
 echo "$out"

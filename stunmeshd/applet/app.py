@@ -21,6 +21,7 @@ from dbus_fast import BusType, Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 
 from stunmeshd.applet import view
+from stunmeshd.applet.autostart import set_autostart
 from stunmeshd.applet.dbusmenu import MENU_PATH, DBusMenu
 from stunmeshd.applet.mirror import DaemonMirror, Tree
 from stunmeshd.applet.notify import Notice, Notifications, PeerNews
@@ -176,11 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="then at most one per peer per SECONDS (default: 300)",
     )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--autostart",
+        choices=["on", "off"],
+        help="start the applet with every session of this user (or stop doing so), and exit",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.autostart:
+        try:
+            print(set_autostart(args.autostart == "on"))
+        except OSError as exc:
+            print(f"stunmesh-applet: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args.notify_burst < 1 or args.notify_interval <= 0:
         print("stunmesh-applet: the rate limit needs N >= 1 and SECONDS > 0", file=sys.stderr)
         return 2

@@ -34,7 +34,8 @@ CHECKOUT_ICONS = Path(__file__).resolve().parents[2] / "desktop" / "icons"
 Pixmap = tuple[int, int, bytes]  # width, height, ARGB32 in network byte order
 
 
-def _data_dirs() -> list[Path]:
+def data_dirs() -> list[Path]:
+    """$XDG_DATA_HOME, then $XDG_DATA_DIRS (with the spec's defaults)."""
     home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     dirs = os.environ.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share"
     return [Path(home), *(Path(d) for d in dirs.split(":") if d)]
@@ -52,14 +53,14 @@ def _has_own_icons(base: Path) -> bool:
 @functools.cache
 def theme_path() -> str:
     """``IconThemePath``: the checkout's icons when not installed, else "" (the theme has them)."""
-    if any(_has_own_icons(d / "icons") for d in _data_dirs()):
+    if any(_has_own_icons(d / "icons") for d in data_dirs()):
         return ""
     return str(CHECKOUT_ICONS) if _has_own_icons(CHECKOUT_ICONS) else ""
 
 
 @functools.cache
 def own_icons_available() -> bool:
-    return bool(theme_path()) or any(_has_own_icons(d / "icons") for d in _data_dirs())
+    return bool(theme_path()) or any(_has_own_icons(d / "icons") for d in data_dirs())
 
 
 def icon_name(state: Overall) -> str:

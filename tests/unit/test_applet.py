@@ -293,3 +293,32 @@ def _props_enabled(menu: DBusMenu, item_id: int) -> bool:
     layout = menu._layout(-1)
     child = next(c.value for c in layout[2] if c.value[0] == item_id)
     return bool(child[1]["enabled"].value)
+
+
+# ---- autostart --------------------------------------------------------------------------
+
+
+def test_autostart_on_copies_the_installed_entry_and_off_removes_it(tmp_path: Any) -> None:
+    share = tmp_path / "share" / "applications"
+    share.mkdir(parents=True)
+    shipped = icons.CHECKOUT_ICONS.parent / "io.github.stunmeshd.Applet.desktop"
+    (share / shipped.name).write_text(shipped.read_text() + "# the installed copy\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_DIRS": str(tmp_path / "share"),
+    }
+    entry = tmp_path / "config" / "autostart" / shipped.name
+
+    def applet(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "stunmeshd.applet", *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+
+    on = applet("--autostart", "on")
+    assert on.returncode == 0 and str(entry) in on.stdout
+    assert entry.read_text() == (share / shipped.name).read_text()  # the installed one
+    assert "\nExec=stunmesh-applet\n" in entry.read_text()
+    off = applet("--autostart", "off")
+    assert off.returncode == 0 and not entry.exists()
+    assert applet("--autostart", "off").returncode == 0  # already off: fine
