@@ -36,6 +36,8 @@ REFUSED = (Error.ACCESS_DENIED, Error.INTERACTIVE_AUTHORIZATION_REQUIRED)
 
 
 class Applet:
+    """The tray item, its menu and the notifications, all following one ``DaemonMirror``."""
+
     def __init__(
         self, system: MessageBus, session: MessageBus, *, burst: int, interval: float
     ) -> None:

@@ -1,9 +1,11 @@
 """The tray icon for each overall state: a theme name, and pixels for hosts without it.
 
-Our own icons (``desktop/icons/hicolor``, installed under ``/usr/share/icons/hicolor``) are
-used by name when a theme directory has them; run from a checkout, the checkout's icon
-directory is passed as ``IconThemePath``. Otherwise a standard freedesktop name stands in,
-and every state also carries a small drawn pixmap, the last fallback of every SNI host.
+Our own icons (``stunmesh-connected`` …, a hicolor-style tree in ``desktop/icons``) are
+installed in ``$PREFIX/share/stunmeshd/icons``, a directory of their own rather than the
+system's ``hicolor`` theme (no icon caches to rebuild, nothing left behind on removal): the
+item names it in ``IconThemePath``, where SNI hosts look up ``IconName`` too. Run from a
+checkout, the checkout's directory is used. Without either, a standard freedesktop name
+stands in, and every state also carries a small drawn pixmap, every host's last fallback.
 """
 
 from __future__ import annotations
@@ -52,19 +54,13 @@ def _has_own_icons(base: Path) -> bool:
 
 @functools.cache
 def theme_path() -> str:
-    """``IconThemePath``: the checkout's icons when not installed, else "" (the theme has them)."""
-    if any(_has_own_icons(d / "icons") for d in data_dirs()):
-        return ""
-    return str(CHECKOUT_ICONS) if _has_own_icons(CHECKOUT_ICONS) else ""
-
-
-@functools.cache
-def own_icons_available() -> bool:
-    return bool(theme_path()) or any(_has_own_icons(d / "icons") for d in data_dirs())
+    """``IconThemePath``: where our icons are (installed, else the checkout's), or ""."""
+    candidates = [d / "stunmeshd" / "icons" for d in data_dirs()] + [CHECKOUT_ICONS]
+    return next((str(c) for c in candidates if _has_own_icons(c)), "")
 
 
 def icon_name(state: Overall) -> str:
-    return OWN_NAMES[state] if own_icons_available() else STANDARD_NAMES[state]
+    return OWN_NAMES[state] if theme_path() else STANDARD_NAMES[state]
 
 
 @functools.cache

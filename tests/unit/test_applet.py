@@ -229,26 +229,25 @@ def test_pixmaps_are_argb_discs_in_the_state_colour(state: Overall) -> None:
         assert tuple(data[edge + 1 : edge + 4]) == icons.COLOURS[state]
 
 
-def test_icon_names_come_from_the_theme_or_the_standard_names(
+def test_icon_names_come_from_our_icon_directory_or_the_standard_names(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    for cached in (icons.theme_path, icons.own_icons_available):
-        cached.cache_clear()
+    icons.theme_path.cache_clear()
     monkeypatch.setattr(icons, "CHECKOUT_ICONS", tmp_path / "none")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_DATA_DIRS", str(tmp_path / "usr"))
     try:
         assert icons.icon_name(Overall.FAILED) == "network-error"  # not installed anywhere
-        status = tmp_path / "usr" / "icons" / "hicolor" / "scalable" / "status"
+        assert icons.theme_path() == ""
+        ours = tmp_path / "usr" / "stunmeshd" / "icons"
+        status = ours / "hicolor" / "scalable" / "status"
         status.mkdir(parents=True)
         (status / "stunmesh-connected.svg").write_text("<svg/>")
-        for cached in (icons.theme_path, icons.own_icons_available):
-            cached.cache_clear()
+        icons.theme_path.cache_clear()
         assert icons.icon_name(Overall.FAILED) == "stunmesh-failed"
-        assert icons.theme_path() == ""  # installed: the theme finds them
+        assert icons.theme_path() == str(ours)  # the host looks there
     finally:
-        for cached in (icons.theme_path, icons.own_icons_available):
-            cached.cache_clear()
+        icons.theme_path.cache_clear()
 
 
 def test_the_shipped_svg_icons_exist_for_every_state() -> None:
