@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 from pathlib import Path
 
 from stunmeshd.applet.view import Overall
@@ -32,6 +33,8 @@ COLOURS = {  # (r, g, b): the same as in the SVG icons
 }
 PIXMAP_SIZES = (16, 22, 32, 48)
 CHECKOUT_ICONS = Path(__file__).resolve().parents[2] / "desktop" / "icons"
+# make install's runtime is $PREFIX/lib/stunmeshd: its icons are in $PREFIX/share (any PREFIX)
+RUNTIME_ICONS = Path(sys.prefix).parents[1] / "share" / "stunmeshd" / "icons"
 
 Pixmap = tuple[int, int, bytes]  # width, height, ARGB32 in network byte order
 
@@ -55,7 +58,8 @@ def _has_own_icons(base: Path) -> bool:
 @functools.cache
 def theme_path() -> str:
     """``IconThemePath``: where our icons are (installed, else the checkout's), or ""."""
-    candidates = [d / "stunmeshd" / "icons" for d in data_dirs()] + [CHECKOUT_ICONS]
+    candidates = [d / "stunmeshd" / "icons" for d in data_dirs()]
+    candidates += [RUNTIME_ICONS, CHECKOUT_ICONS]
     return next((str(c) for c in candidates if _has_own_icons(c)), "")
 
 

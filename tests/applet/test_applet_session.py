@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 
 import pytest
 
@@ -12,6 +13,7 @@ from stunmeshd.lab.desktop import Desktop, wait_for_name
 from stunmeshd.lab.sysbus import PrivateBus
 from tests.applet.standins import Tray, Watcher, serve, tooltip_text
 from tests.bus.conftest import require_bus_bed
+from tests.installed import Installed
 
 pytestmark = pytest.mark.root
 
@@ -51,3 +53,23 @@ async def test_not_installed_and_a_panel_that_restarts() -> None:
             assert await asyncio.wait_for(applet.wait(), 10) == 0
         finally:
             second.disconnect()
+
+
+def test_an_installed_applet_finds_its_icons(installed: Installed) -> None:
+    """make install's icons, at any PREFIX, even when XDG_DATA_DIRS does not name it."""
+    code = (
+        "from stunmeshd.applet import icons; from stunmeshd.applet.view import Overall; "
+        "print(icons.theme_path()); print(icons.icon_name(Overall.FAILED))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "XDG_DATA_DIRS": "/nonexistent"}
+    out = subprocess.run(
+        [str(installed.python), "-I", "-c", code],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ours = installed.prefix / "share" / "stunmeshd" / "icons"
+    assert out.stdout.split() == [str(ours), "stunmesh-failed"]
+    assert (ours / "hicolor" / "scalable" / "status" / "stunmesh-failed.svg").is_file()

@@ -234,6 +234,7 @@ def test_icon_names_come_from_our_icon_directory_or_the_standard_names(
 ) -> None:
     icons.theme_path.cache_clear()
     monkeypatch.setattr(icons, "CHECKOUT_ICONS", tmp_path / "none")
+    monkeypatch.setattr(icons, "RUNTIME_ICONS", tmp_path / "none")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_DATA_DIRS", str(tmp_path / "usr"))
     try:
