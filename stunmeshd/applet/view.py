@@ -29,19 +29,27 @@ class Overall(StrEnum):
 
 @dataclass(frozen=True)
 class Counts:
-    peers: int
+    peers: int  # the peers the daemon works on
     connected: int
     failed: int
     devices_failed: int
+    inactive: int  # configured, but not worked on (e.g. not on the WireGuard interface)
+
+
+def _inactive(state: object) -> bool:
+    """PeerState's inactive states, also ones newer than this client (numbered upwards)."""
+    return isinstance(state, int) and state >= PeerState.NOT_ON_DEVICE
 
 
 def counts(tree: Tree) -> Counts:
     states = [p.get("State") for p in tree.peers.values()]
+    active = [s for s in states if not _inactive(s)]
     return Counts(
-        peers=len(states),
-        connected=sum(s == PeerState.CONNECTED for s in states),
-        failed=sum(s == PeerState.FAILED for s in states),
+        peers=len(active),
+        connected=sum(s == PeerState.CONNECTED for s in active),
+        failed=sum(s == PeerState.FAILED for s in active),
         devices_failed=sum(d.get("State") == DeviceState.FAILED for d in tree.devices.values()),
+        inactive=len(states) - len(active),
     )
 
 
@@ -66,6 +74,8 @@ def summary(tree: Tree) -> str:
         parts.append(f"{c.failed} failed")
     if c.devices_failed:
         parts.append(f"{c.devices_failed} interface{'s' if c.devices_failed > 1 else ''} failing")
+    if c.inactive:
+        parts.append(f"{c.inactive} inactive")
     return ", ".join(parts)
 
 
@@ -98,7 +108,8 @@ def device_label(props: dict[str, object]) -> str:
 
 
 def peer_label(props: dict[str, object], now: float) -> str:
-    parts = [str(props.get("Name") or "?"), state_name(PeerState, props.get("State", 0))]
+    state = state_name(PeerState, props.get("State", 0)).replace("_", " ")
+    parts = [str(props.get("Name") or "?"), state]
     parts.append(str(props.get("Endpoint") or "no endpoint"))
     handshake = ago(props.get("LatestHandshake", 0), now)
     parts.append("no handshake" if handshake == "-" else f"handshake {handshake}")

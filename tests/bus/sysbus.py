@@ -61,7 +61,7 @@ class TestUser:
                 check=True,
             )
             self.created_user = True
-        if self.name not in grp.getgrnam(self.group).gr_mem:  # a user left by an older run
+        if self.name not in grp.getgrnam(self.group).gr_mem:  # made by someone else, without it
             subprocess.run(["usermod", "--append", "--groups", self.group, self.name], check=True)
         return self
 

@@ -63,6 +63,15 @@ def test_overall_follows_the_peers_devices_and_the_daemon() -> None:
     assert overall(degraded) is Overall.FAILED
 
 
+def test_inactive_peers_are_counted_apart() -> None:
+    t = tree(PeerState.CONNECTED, PeerState.NOT_ON_DEVICE)
+    assert overall(t) is Overall.CONNECTED  # the daemon does not work on the second one
+    assert summary(t) == "1 of 1 peers connected, 1 inactive"
+    assert any("hostC — not on device" in e.label for e in entries(t, now=NOW))
+    t.peers[peer_path(11)]["State"] = 7  # a newer daemon's inactive state
+    assert overall(t) is Overall.CONNECTED and summary(t).endswith("1 inactive")
+
+
 def test_tooltip_counts() -> None:
     assert tooltip(Tree()) == ("stunmeshd", "stunmeshd is not running")
     assert summary(tree(PeerState.CONNECTED, PeerState.FAILED)) == (
