@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.bus.busmesh import BusMesh, bus_mesh_lab
-from tests.bus.conftest import require_bus_bed
-from tests.bus.sysbus import TestUser
-from tests.installed import Installed
+from tests.bus.conftest import require_bus_bed, test_user  # noqa: F401  (the desktop user)
 
 
 @pytest.fixture
@@ -18,12 +16,3 @@ async def lab() -> AsyncIterator[BusMesh]:
     require_bus_bed()
     async with bus_mesh_lab(store="dir") as mesh:
         yield mesh
-
-
-@pytest.fixture(scope="session")
-def applet_user(installed: Installed) -> Iterator[TestUser]:
-    """The unprivileged desktop user (runs the installed copy, like tests/bus's test_user)."""
-    require_bus_bed()
-    user = TestUser(installed.python).ensure()
-    yield user
-    user.remove()

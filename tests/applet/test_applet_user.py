@@ -16,7 +16,7 @@ from tests.bus.sysbus import TestUser
 pytestmark = pytest.mark.root
 
 
-async def test_refused_refresh_is_reported(lab: BusMesh, applet_user: TestUser) -> None:
+async def test_refused_refresh_is_reported(lab: BusMesh, test_user: TestUser) -> None:
     mesh, bus_a = lab.mesh, lab.bus_a
     a_if = mesh.a.wg.ifname
     await lab.start(mesh.a, bus_a)
@@ -31,7 +31,7 @@ async def test_refused_refresh_is_reported(lab: BusMesh, applet_user: TestUser) 
                 desk, "org.freedesktop.Notifications", "/org/freedesktop/Notifications", notes
             )
             daemon_signals = await Signals(system).start()
-            await desktop.applet(bus_a.address, run_as=applet_user.argv)
+            await desktop.applet(bus_a.address, run_as=test_user.argv)
             tray = await Tray(desk, await watcher.wait_items(1)).start()
             # polkit says "auth" (allow_any: auth_admin_keep) to a user outside any session:
             # Refresh stays clickable, an agent could ask for the password
