@@ -9,8 +9,12 @@ DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nft
            systemd procps libglib2.0-bin
 # make deb and its test: dpkg-shlibdeps and strip (dpkg-dev), lintian
 DEBS    += dpkg-dev lintian
+# the tray applet's screenshot test: an X server and a real StatusNotifierItem host
+DESKTOP_DEBS := xvfb xfce4-panel xdotool imagemagick librsvg2-common fonts-dejavu-core
+DEBS    += $(DESKTOP_DEBS)
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
+BENCHES += applet_idle
 BENCHES += bus_reconnect
 BENCHES += config_limits
 
@@ -18,7 +22,7 @@ PREFIX  ?= /usr
 DESTDIR ?=
 WHEELHOUSE ?=
 
-.PHONY: all deps venv test lint demo install uninstall wheelhouse deb clean $(addprefix bench-,$(BENCHES))
+.PHONY: all deps venv test lint demo install uninstall wheelhouse deb applet-screenshot clean $(addprefix bench-,$(BENCHES))
 
 all: test
 
@@ -69,6 +73,10 @@ wheelhouse:
 # dist/stunmeshd_VERSION_ARCH.deb (plain dpkg-deb around install; packaging/deb/build.sh)
 deb:
 	WHEELHOUSE='$(WHEELHOUSE)' packaging/deb/build.sh
+
+# docs/applet-menu.png: the applet's open menu on the lab, kept by its screenshot test (root)
+applet-screenshot: deps venv
+	STUNMESH_APPLET_SCREENSHOT=docs/applet-menu.png $(PY) -m pytest -q tests/applet/test_screenshot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

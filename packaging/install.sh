@@ -119,7 +119,7 @@ pip install --no-index --find-links "$WHEELHOUSE" --only-binary=:all: --no-compi
     --constraint "$lock" --requirement "$lock" "$work"/dist/stunmeshd-*.whl
 # what only built it goes: pip and setuptools, the other scripts, the wheel's temporary URL
 pip uninstall --yes pip setuptools
-find "$venv/bin" -type f ! -name stunmeshd ! -name stunmeshctl -delete  # activate, dependencies' tools
+find "$venv/bin" -type f ! -name stunmeshd ! -name stunmeshctl ! -name stunmesh-applet -delete  # activate, dependencies' tools
 for info in "$venv"/lib/python3*/site-packages/stunmeshd-*.dist-info; do
     rm -f "$info/direct_url.json"
     sed -i '/direct_url\.json/d' "$info/RECORD"
@@ -143,7 +143,7 @@ find "$venv" ! -type d -printf "$runtimedir/%P\n" >> "$made"
 
 # ---- the commands: links into the runtime's own entry points ---------------------------------
 make_dir "$bindir"
-for command in stunmeshd stunmeshctl; do
+for command in stunmeshd stunmeshctl stunmesh-applet; do
     ln -sfn "$(realpath -m --relative-to="$bindir" "$runtimedir/bin/$command")" \
         "$DESTDIR$bindir/$command"
     echo "$bindir/$command" >> "$made"

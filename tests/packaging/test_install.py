@@ -103,7 +103,7 @@ def test_system_files_are_where_bus_polkit_and_systemd_look(installed: Installed
 
 
 def test_commands_are_links_into_the_runtime(installed: Installed) -> None:
-    for name in ("stunmeshd", "stunmeshctl"):
+    for name in ("stunmeshd", "stunmeshctl", "stunmesh-applet"):
         link = installed.bin(name)
         assert link.is_symlink()
         assert os.readlink(link) == f"../lib/stunmeshd/bin/{name}"  # relative: survives DESTDIR
@@ -113,6 +113,7 @@ def test_commands_are_links_into_the_runtime(installed: Installed) -> None:
         "python",
         "python3",
         "python3.11",
+        "stunmesh-applet",
         "stunmeshctl",
         "stunmeshd",
     ]
