@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from stunmeshd import crypto
 from stunmeshd.config import Config, InterfaceConfig, PeerConfig, PluginConfig
@@ -54,7 +54,7 @@ from stunmeshd.model import (
     PeerStatus,
     RefreshCompleted,
 )
-from stunmeshd.stores.base import Store
+from stunmeshd.stores.base import MultiValueStore, Store, WatchableStore
 from stunmeshd.stores.dedup import publish
 from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, WireGuardBackend
 
@@ -607,7 +607,7 @@ class DeviceWorker:
 
     def _ensure_watch(self, rt: PeerRuntime) -> None:
         """Follow the peer's record where the store can notify (OpenDHT listen)."""
-        if self.info is None or not getattr(rt.store, "supports_watch", False):
+        if self.info is None or not rt.store.capabilities.supports_watch:
             return
         key = crypto.fetch_key(self.info.public_key, rt.cfg.public_key)
         if rt.watch is not None and not rt.watch.done() and rt.watch_key == key:
@@ -624,7 +624,7 @@ class DeviceWorker:
         backoff = Backoff(1.0, 60.0)
         while True:
             try:
-                async for _ in rt.store.watch(key):  # type: ignore[attr-defined]
+                async for _ in cast(WatchableStore, rt.store).watch(key):
                     backoff.reset()
                     log.debug("peer republished iface=%s peer=%s", self.cfg.name, rt.cfg.label)
                     rt.next_fetch = self.loop.time()
@@ -1103,9 +1103,8 @@ def choose_endpoint(
 
 async def _candidates(store: Store, key: str) -> list[str]:
     """All values under ``key`` worth trying, best first (OpenDHT may hold several)."""
-    get_all = getattr(store, "get_all", None)
-    if get_all is not None:
-        return [data for _ts, data in await get_all(key)]
+    if store.capabilities.get_all:
+        return [data for _ts, data in await cast(MultiValueStore, store).get_all(key)]
     value = await store.get(key)
     return [value] if value else []
 
@@ -1282,7 +1281,7 @@ class Engine:
         """The refresh interval, shortened to what the stores' record lifetimes demand."""
         interval = self.config.refresh_interval
         for rt in peers:
-            republish = getattr(rt.store, "republish_interval", None)
+            republish = rt.store.capabilities.republish_interval
             if republish:
                 interval = min(interval, float(republish))
         return interval

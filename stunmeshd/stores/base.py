@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCapabilities:
+    """What a store can do beyond get/set, declared once instead of probed with getattr.
+
+    A store class declares ``capabilities = StoreCapabilities(...)``; the registry gives a
+    class that declares nothing the defaults (a plain key-value store) and checks that the
+    methods a capability promises exist. Dedup forwards them explicitly.
+    """
+
+    get_all: bool = False
+    """``get_all(key) -> list[(ts, value)]``, newest first: the engine tries every candidate."""
+    supports_watch: bool = False
+    """``watch(key)`` is an async iterator that yields when the record changes (see OpenDHT)."""
+    republish_interval: float | None = None
+    """Seconds within which a record must be written again, or it expires."""
+    dedup_safe: bool = True
+    """False when values expire: ``dedup: true`` must not skip a refresh."""
+
+
+PLAIN = StoreCapabilities()
+"""A store that can only get and set: what third-party stores get unless they declare more."""
 
 
 class Store(Protocol):
     """A key-value store for records. Keys are 40 lower-hex chars, values lower hex."""
 
     name: str  # the plugin instance name from the config (the Peer.Store property)
+    capabilities: StoreCapabilities
 
     async def get(self, key: str) -> str | None:
         """The value stored under ``key``, or None when there is none. Raises StoreError."""
@@ -20,4 +46,20 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release sessions and connections."""
+        ...
+
+
+class MultiValueStore(Store, Protocol):
+    """A store with ``capabilities.get_all``."""
+
+    async def get_all(self, key: str) -> list[tuple[int, str]]:
+        """Every acceptable (ts, value) under ``key``, newest first."""
+        ...
+
+
+class WatchableStore(Store, Protocol):
+    """A store with ``capabilities.supports_watch``."""
+
+    def watch(self, key: str) -> AsyncIterator[None]:
+        """Yield once the watch is live, then whenever the record under ``key`` changes."""
         ...

@@ -36,6 +36,7 @@ import aiohttp
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.stores.base import PLAIN
 from stunmeshd.stores.http import read_bounded, transport_reason
 from stunmeshd.stores.ratelimit import BudgetExhausted, RequestBudget, shared_budget
 
@@ -140,6 +141,7 @@ def _check_hostname(cfg: PluginConfig, key: str, value: str) -> str:
 class CloudflareStore:
     """DNS TXT records in one Cloudflare zone; see the module docstring for the request rules."""
 
+    capabilities = PLAIN
     max_concurrency = 32  # requests in flight per store
     max_attempts = 3  # per request, for 5xx and transport errors
     max_rate_limited = 2  # 429 answers tolerated per request

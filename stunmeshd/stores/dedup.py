@@ -12,9 +12,11 @@ therefore never wraps.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import cast
 
-from stunmeshd.stores.base import Store
+from stunmeshd.errors import StoreError
+from stunmeshd.stores.base import MultiValueStore, Store, WatchableStore
 
 
 class DedupStore:
@@ -23,6 +25,10 @@ class DedupStore:
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.name = inner.name
+        self.capabilities = inner.capabilities  # dedup adds no capability and hides none
+        # Settings the engine reads from the store itself, forwarded by name (no __getattr__).
+        self.timeout: float | None = getattr(inner, "timeout", None)
+        self.max_value_length: int | None = getattr(inner, "max_value_length", None)
         self._last: dict[str, str] = {}  # publish key -> fingerprint of the last good set
 
     def is_current(self, key: str, fingerprint: str) -> bool:
@@ -55,12 +61,17 @@ class DedupStore:
     async def close(self) -> None:
         await self.inner.close()
 
-    def __getattr__(self, attr: str) -> Any:
-        # Optional capabilities of the wrapped store (get_all, republish_interval, ...)
-        # stay visible to callers that probe for them with getattr().
-        if attr == "inner":
-            raise AttributeError(attr)
-        return getattr(self.inner, attr)
+    async def get_all(self, key: str) -> list[tuple[int, str]]:
+        """The inner store's ``get_all`` (only for ``capabilities.get_all``)."""
+        if not self.capabilities.get_all:
+            raise StoreError(f"{self.name}: the store has no get_all")
+        return await cast(MultiValueStore, self.inner).get_all(key)
+
+    def watch(self, key: str) -> AsyncIterator[None]:
+        """The inner store's ``watch`` (only for ``capabilities.supports_watch``)."""
+        if not self.capabilities.supports_watch:
+            raise StoreError(f"{self.name}: the store cannot watch")
+        return cast(WatchableStore, self.inner).watch(key)
 
     def __repr__(self) -> str:
         return f"<DedupStore {self.inner!r}>"

@@ -41,6 +41,7 @@ import aiohttp
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.stores.base import StoreCapabilities
 from stunmeshd.stores.http import read_bounded, transport_reason
 
 log = logging.getLogger(__name__)
@@ -202,10 +203,12 @@ class OpenDHTStore:
     """An OpenDHT proxy (or several, in fail-over order) as a record store."""
 
     max_concurrency = 32  # requests in flight per store
-    dedup_safe = False  # the registry's marker: values expire, never skip a refresh
-    republish_interval = 240.0  # seconds; values expire after 600 s
     max_future_skew = 300.0  # seconds a value's ts may lie ahead of our clock
-    supports_watch = True  # the engine probes this: ``watch`` pushes changes (see its doc)
+    # Values expire after 600 s: republished every 240 s and never skipped by dedup; every
+    # candidate under a key is returned (get_all) and ``watch`` pushes changes (see its doc).
+    capabilities = StoreCapabilities(
+        get_all=True, supports_watch=True, republish_interval=240.0, dedup_safe=False
+    )
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ from typing import Self
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.stores.base import PLAIN
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ class ProgramStore:
     """
 
     kind = "program"  # "exec" / "shell": used in messages
+    capabilities = PLAIN
 
     def __init__(self, name: str, argv: Sequence[str], *, timeout: float = 10.0) -> None:
         self.name = name

@@ -9,8 +9,10 @@ over an entry point of the same name.
 The contract for every store class: ``@classmethod from_config(cls, cfg: PluginConfig) ->
 Self`` that validates ``cfg`` (raising ConfigError with key ``plugins.<name>.<key>``) and does
 no I/O, plus the Store Protocol (``name``, ``get``, ``set``, ``close``). One instance serves
-every peer and interface that names the plugin. A class may set ``dedup_safe = False`` when
-its values expire, so ``dedup: true`` is ignored for it (with a warning).
+every peer and interface that names the plugin. What a store can do beyond that is its
+``capabilities`` (:class:`StoreCapabilities`); a class that declares none is a plain store
+(an older class's ``dedup_safe = False`` is still honoured). A store whose values expire
+(``dedup_safe=False``) ignores ``dedup: true`` (with a warning).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import importlib
 import importlib.metadata
 import logging
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError
-from stunmeshd.stores.base import Store
+from stunmeshd.stores.base import PLAIN, Store, StoreCapabilities
 from stunmeshd.stores.dedup import DedupStore
 from stunmeshd.stores.exec import ExecStore
 from stunmeshd.stores.shell import ShellStore
@@ -39,8 +42,6 @@ PROGRAM_TYPES: dict[str, type[ExecStore] | type[ShellStore]] = {
     "exec": ExecStore,
     "shell": ShellStore,
 }
-# Values on OpenDHT expire after 10 minutes: skipping a refresh loses the record.
-NEVER_DEDUP = frozenset({"opendht"})
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
@@ -105,6 +106,30 @@ def _redact(text: str, options: Mapping[str, Any]) -> str:
     return text
 
 
+def _capabilities(store: Any, label: str, where: str) -> StoreCapabilities:
+    """The store's declared capabilities, set on it (defaults for a class declaring none).
+
+    The one place that looks at what a store class offers; everything else reads
+    ``store.capabilities``. A capability whose method is missing is a ConfigError.
+    """
+    caps = getattr(store, "capabilities", None)
+    if caps is None:
+        caps = replace(PLAIN, dedup_safe=bool(getattr(store, "dedup_safe", True)))
+        try:
+            store.capabilities = caps
+        except AttributeError:
+            raise ConfigError(f"store {label!r} cannot be given capabilities", key=where) from None
+    elif not isinstance(caps, StoreCapabilities):
+        raise ConfigError(f"store {label!r}: capabilities is not StoreCapabilities", key=where)
+    promised = {"get_all": caps.get_all, "watch": caps.supports_watch}
+    lacking = [m for m, on in promised.items() if on and not callable(getattr(store, m, None))]
+    if lacking:
+        raise ConfigError(
+            f"store {label!r} declares capabilities it lacks ({', '.join(lacking)})", key=where
+        )
+    return caps
+
+
 def create_store(cfg: PluginConfig) -> Store:
     """Build the store for ``cfg`` (wrapped in a DedupStore for ``dedup: true``).
 
@@ -148,9 +173,10 @@ def create_store(cfg: PluginConfig) -> Store:
             f"store {label!r} does not implement the Store protocol ({lacks})", key=where
         )
 
+    caps = _capabilities(store, label, where)
     if not cfg.dedup:
         return store
-    if label in NEVER_DEDUP or not getattr(cls, "dedup_safe", True):
+    if not caps.dedup_safe:
         log.warning(
             "%s.dedup: ignored for %s, whose records expire and must be refreshed", where, label
         )

@@ -182,7 +182,7 @@ def test_defaults() -> None:
     assert store.magic == "stunmesh-v1"
     assert store.timeout == 12.0  # the plugin's generic timeout
     assert store.dedup is False
-    assert store.republish_interval < 600 / 2  # refreshed at least twice per expiry
+    assert store.capabilities.republish_interval < 600 / 2  # refreshed twice per expiry
 
 
 @pytest.mark.parametrize(
@@ -616,4 +616,4 @@ async def test_closing_a_watch_hangs_up(listen_proxies: StartListenProxy) -> Non
 
 
 def test_watch_is_advertised() -> None:
-    assert getattr(OpenDHTStore, "supports_watch", False) is True
+    assert OpenDHTStore.capabilities.supports_watch is True

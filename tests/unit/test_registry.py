@@ -16,6 +16,7 @@ from stunmeshd.config import PluginConfig
 from stunmeshd.crypto import EndpointRecord
 from stunmeshd.errors import ConfigError, StoreError
 from stunmeshd.stores import DedupStore, builtin_names, create_store, publish
+from stunmeshd.stores.base import PLAIN, StoreCapabilities
 from stunmeshd.stores.exec import ExecStore
 from stunmeshd.stores.shell import ShellStore
 
@@ -35,6 +36,7 @@ def install_fake_distribution(root: Path, entry_points: str, modules: dict[str, 
 
 FAKE_MODULE = """\
     from stunmeshd.errors import ConfigError
+    from stunmeshd.stores.base import StoreCapabilities
 
     class MemoryStore:
         def __init__(self, name, options):
@@ -58,7 +60,31 @@ FAKE_MODULE = """\
             pass
 
     class ExpiringStore(MemoryStore):
-        dedup_safe = False
+        dedup_safe = False  # the attribute older store classes set
+
+        @classmethod
+        def from_config(cls, cfg):
+            return cls(cfg.name, cfg.options)
+
+    class ListingStore(MemoryStore):
+        capabilities = StoreCapabilities(get_all=True, republish_interval=30.0)
+
+        @classmethod
+        def from_config(cls, cfg):
+            return cls(cfg.name, cfg.options)
+
+        async def get_all(self, key):
+            return [(2, "bb"), (1, "aa")] if key in self.data else []
+
+    class Boastful(MemoryStore):
+        capabilities = StoreCapabilities(supports_watch=True)
+
+        @classmethod
+        def from_config(cls, cfg):
+            return cls(cfg.name, cfg.options)
+
+    class WrongType(MemoryStore):
+        capabilities = {"get_all": True}
 
         @classmethod
         def from_config(cls, cfg):
@@ -86,6 +112,9 @@ def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
         """\
         memory = fake_store_mod:MemoryStore
         expiring = fake_store_mod:ExpiringStore
+        listing = fake_store_mod:ListingStore
+        boastful = fake_store_mod:Boastful
+        wrongtype = fake_store_mod:WrongType
         leaky = fake_store_mod:Leaky
         nofactory = fake_store_mod:NoFactory
         incomplete = fake_store_mod:Incomplete
@@ -221,7 +250,12 @@ def test_an_unexpected_error_never_leaks_the_token(fake_dist: None) -> None:
 
 @pytest.mark.parametrize(
     ("name", "reason"),
-    [("nofactory", "no from_config"), ("incomplete", "does not implement the Store protocol")],
+    [
+        ("nofactory", "no from_config"),
+        ("incomplete", "does not implement the Store protocol"),
+        ("boastful", r"declares capabilities it lacks \(watch\)"),
+        ("wrongtype", "capabilities is not StoreCapabilities"),
+    ],
 )
 def test_classes_breaking_the_contract(fake_dist: None, name: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
@@ -298,7 +332,7 @@ async def test_plain_set_on_a_dedup_store_always_writes_and_resets(tmp_path: Pat
     store.forget()
     assert await publish(store, KEY, "dd", fingerprint) is True
     assert writes(tmp_path) == ["aa", "bb", "cc", "dd"]
-    assert store.timeout == 10.0  # the wrapped store's attributes stay visible
+    assert store.timeout == 10.0  # the wrapped store's time limit stays visible
 
 
 def test_dedup_is_ignored_for_stores_whose_records_expire(
@@ -310,4 +344,50 @@ def test_dedup_is_ignored_for_stores_whose_records_expire(
     wrapped = create_store(
         PluginConfig(name="m", type="builtin", builtin="memory", dedup=True, options={"bucket": 1})
     )
-    assert isinstance(wrapped, DedupStore) and wrapped.options == {"bucket": 1}
+    assert isinstance(wrapped, DedupStore) and wrapped.inner.options == {"bucket": 1}
+
+
+# -- capabilities ----------------------------------------------------------------------------
+
+
+def test_a_store_declaring_nothing_is_plain(fake_dist: None) -> None:
+    store = create_store(
+        PluginConfig(name="m", type="builtin", builtin="memory", options={"bucket": 1})
+    )
+    assert store.capabilities == PLAIN == StoreCapabilities()
+    assert not store.capabilities.get_all and not store.capabilities.supports_watch
+    assert store.capabilities.republish_interval is None and store.capabilities.dedup_safe
+
+
+def test_an_older_dedup_safe_attribute_becomes_the_capability(fake_dist: None) -> None:
+    store = create_store(PluginConfig(name="x", type="builtin", builtin="expiring"))
+    assert store.capabilities == StoreCapabilities(dedup_safe=False)
+
+
+def test_stunmeshds_own_stores_declare_their_capabilities(tmp_path: Path) -> None:
+    from stunmeshd.stores.cloudflare import CloudflareStore
+    from stunmeshd.stores.opendht import OpenDHTStore
+
+    assert OpenDHTStore.capabilities == StoreCapabilities(
+        get_all=True, supports_watch=True, republish_interval=240.0, dedup_safe=False
+    )
+    assert CloudflareStore.capabilities == PLAIN
+    assert counting_store(tmp_path, dedup=False).capabilities == PLAIN
+
+
+async def test_dedup_forwards_capabilities_and_their_methods(fake_dist: None) -> None:
+    cfg = PluginConfig(name="l", type="builtin", builtin="listing", dedup=True, options={})
+    store = create_store(cfg)
+    assert isinstance(store, DedupStore)
+    assert store.capabilities == StoreCapabilities(get_all=True, republish_interval=30.0)
+    await store.set(KEY, "aa")
+    assert await store.get_all(KEY) == [(2, "bb"), (1, "aa")]
+    with pytest.raises(StoreError, match="cannot watch"):
+        store.watch(KEY)
+    plain = create_store(
+        PluginConfig(name="m", type="builtin", builtin="memory", dedup=True, options={"bucket": 1})
+    )
+    assert isinstance(plain, DedupStore)
+    with pytest.raises(StoreError, match="no get_all"):
+        await plain.get_all(KEY)
+    assert not hasattr(plain, "options")  # nothing else of the inner store leaks through
