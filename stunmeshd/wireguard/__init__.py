@@ -1,16 +1,20 @@
 """WireGuard backends: wireguard-go through UAPI, kernel WireGuard through generic netlink.
 
 ``backend_for`` picks one per interface the way ``wg`` does: a UAPI socket for the interface
-means a userspace implementation owns it; otherwise it is the kernel's.
+means a userspace implementation owns it; otherwise it is the kernel's. The netlink backend
+(and pyroute2, ~12 MB of memory) is imported only when a kernel interface is driven.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, WireGuardBackend
-from stunmeshd.wireguard.netlink import NetlinkBackend
 from stunmeshd.wireguard.uapi import DEFAULT_SOCKET_DIR, UapiBackend
+
+if TYPE_CHECKING:
+    from stunmeshd.wireguard.netlink import NetlinkBackend
 
 __all__ = [
     "DeviceInfo",
@@ -31,4 +35,14 @@ def backend_for(ifname: str, *, uapi_dir: Path = DEFAULT_SOCKET_DIR) -> WireGuar
     uapi = UapiBackend(uapi_dir)
     if uapi.has_device(ifname):
         return uapi
+    from stunmeshd.wireguard.netlink import NetlinkBackend
+
     return NetlinkBackend()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NetlinkBackend":
+        from stunmeshd.wireguard.netlink import NetlinkBackend
+
+        return NetlinkBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,68 @@
+"""What each entry point imports: the client stays small, the daemon loads only what it uses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def loaded(code: str, names: tuple[str, ...]) -> list[str]:
+    """The ``names`` present in sys.modules after running ``code`` in a fresh interpreter."""
+    probe = (
+        f"{code}\nimport json, sys\nprint(json.dumps([n for n in {names!r} if n in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    return list(json.loads(out.stdout.splitlines()[-1]))
+
+
+HEAVY = (
+    "stunmeshd.engine",
+    "stunmeshd.stores",
+    "stunmeshd.config",
+    "stunmeshd.crypto",
+    "stunmeshd.bus.service",
+    "pyroute2",
+    "nacl",
+    "yaml",
+    "aiohttp",
+)
+
+
+def test_stunmeshctl_imports_only_the_client_side_and_the_names() -> None:
+    assert loaded("import stunmeshd.ctl", HEAVY) == []
+
+
+def test_stunmeshctl_help_runs_without_them() -> None:
+    code = (
+        "import runpy, sys\nsys.argv = ['stunmeshctl', '--help']\n"
+        "try:\n    runpy.run_module('stunmeshd.ctl', run_name='__main__')\n"
+        "except SystemExit:\n    pass"
+    )
+    assert loaded(code, HEAVY) == []
+
+
+@pytest.mark.parametrize("entry", ["stunmeshd.service", "stunmeshd.engine", "stunmeshd.netwatch"])
+def test_the_daemon_loads_no_http_stack_and_no_netlink_library_up_front(entry: str) -> None:
+    heavy = ("aiohttp", "pyroute2", "stunmeshd.stores.cloudflare", "stunmeshd.stores.opendht")
+    assert loaded(f"import {entry}", heavy) == []
+
+
+def test_a_store_brings_its_http_stack_when_configured() -> None:
+    code = (
+        "from stunmeshd.config import PluginConfig\n"
+        "from stunmeshd.stores import create_store\n"
+        "create_store(PluginConfig(name='d', type='builtin', builtin='opendht',"
+        " options={'endpoints': ['http://127.0.0.1:1']}))"
+    )
+    assert loaded(code, ("aiohttp", "stunmeshd.stores.cloudflare")) == ["aiohttp"]
+
+
+def test_kernel_wireguard_brings_pyroute2_only_when_used() -> None:
+    code = "import stunmeshd.wireguard as wg\nwg.NetlinkBackend"
+    assert loaded("import stunmeshd.wireguard", ("pyroute2",)) == []
+    assert loaded(code, ("pyroute2",)) == ["pyroute2"]
