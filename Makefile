@@ -17,12 +17,13 @@ BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 BENCHES += applet_idle
 BENCHES += bus_reconnect
 BENCHES += config_limits
+BENCHES += footprint
 
 PREFIX  ?= /usr
 DESTDIR ?=
 WHEELHOUSE ?=
 
-.PHONY: all deps venv test lint demo install uninstall wheelhouse deb applet-screenshot clean $(addprefix bench-,$(BENCHES))
+.PHONY: all deps venv test lint typecheck demo install uninstall wheelhouse deb applet-screenshot clean $(addprefix bench-,$(BENCHES))
 
 all: test
 
@@ -46,6 +47,10 @@ test: deps venv
 lint: venv
 	$(VENV)/bin/ruff check stunmeshd tests bench
 	$(VENV)/bin/ruff format --check stunmeshd tests bench
+
+# mypy --strict on the modules listed in pyproject.toml ([tool.mypy] files)
+typecheck: venv
+	$(VENV)/bin/mypy
 
 # The lab: two hosts behind NAT connect with stunmeshd (network namespaces; run as root).
 demo: deps venv

@@ -756,7 +756,7 @@ class _Parser:
             return self._dedup(node, key)
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _BOOL:
-                low = node.value.lower()
+                low = str(node.value).lower()
                 if low in ("true", "false"):
                     return low == "true"
                 raise self._error(
@@ -777,7 +777,7 @@ class _Parser:
 
     def _dedup(self, node: yaml.Node, key: str) -> bool:
         if isinstance(node, yaml.ScalarNode) and node.tag == _BOOL:
-            low = node.value.lower()
+            low = str(node.value).lower()
             if low in ("true", "false"):
                 return low == "true"
         if isinstance(node, yaml.ScalarNode) and node.tag == _STR and node.value in ("true", "1"):

@@ -56,7 +56,8 @@ def compose(text: str) -> yaml.Node | None:
     _bound_events(text)
     loader = _Loader(text)
     try:
-        return loader.get_single_node()
+        node: yaml.Node | None = loader.get_single_node()
+        return node
     finally:
         loader.dispose()
 

@@ -158,7 +158,7 @@ def create_store(cfg: PluginConfig) -> Store:
     if not callable(from_config):
         raise ConfigError(f"store {label!r} has no from_config(cfg) classmethod", key=where)
     try:
-        store = from_config(cfg)
+        store: Store = from_config(cfg)
     except ConfigError:
         raise
     except Exception as exc:
