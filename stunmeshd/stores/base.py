@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
+
+from stunmeshd.errors import StoreError
+
+_KEY_RE = re.compile(r"[0-9a-f]{40}")
+_VALUE_RE = re.compile(r"(?:[0-9a-f]{2})+")
+
+
+def check_key(key: str) -> str:
+    """The key, if it is 40 lower-hex chars (the Store contract); StoreError otherwise.
+
+    Every store checks before using it: a key becomes a URL path, a DNS name or a plugin's
+    input, and anything but hex could inject into those.
+    """
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+        raise StoreError("invalid key: expected 40 hex characters (lower-case)")
+    return key
+
+
+def check_value(value: str) -> str:
+    """The value, if it is non-empty lower hex of whole bytes (a sealed record)."""
+    if not isinstance(value, str) or not _VALUE_RE.fullmatch(value):
+        raise StoreError("invalid value: expected lower-case hex")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

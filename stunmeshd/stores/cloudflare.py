@@ -36,8 +36,8 @@ import aiohttp
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
-from stunmeshd.stores.base import PLAIN
-from stunmeshd.stores.http import read_bounded, transport_reason
+from stunmeshd.stores.base import PLAIN, check_key, check_value
+from stunmeshd.stores.http import PooledSession, read_bounded, transport_reason
 from stunmeshd.stores.ratelimit import BudgetExhausted, RequestBudget, shared_budget
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ API_BASE = "https://api.cloudflare.com/client/v4"
 QUOTA_REQUESTS = 1200  # per token ...
 QUOTA_WINDOW = 300.0  # ... per 5 minutes
 TXT_CONTENT_MAX = 2048  # Cloudflare's limit on a TXT record's content
-KEY_RE = re.compile(r"^[0-9a-f]{40}$")
-VALUE_RE = re.compile(r"^[0-9a-f]+$")
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 RECORD_NOT_FOUND = 81044  # PATCH of a record someone deleted
 OPTIONS = frozenset({"zone", "token", "subdomain", "api_base"})
@@ -138,11 +136,10 @@ def _check_hostname(cfg: PluginConfig, key: str, value: str) -> str:
     return name
 
 
-class CloudflareStore:
+class CloudflareStore(PooledSession):
     """DNS TXT records in one Cloudflare zone; see the module docstring for the request rules."""
 
     capabilities = PLAIN
-    max_concurrency = 32  # requests in flight per store
     max_attempts = 3  # per request, for 5xx and transport errors
     max_rate_limited = 2  # 429 answers tolerated per request
     retry_base = 0.5  # seconds; doubles per retry, with jitter
@@ -236,7 +233,7 @@ class CloudflareStore:
 
     async def get(self, key: str) -> str | None:
         """The TXT content under ``key`` (quotes stripped, strings joined), or None."""
-        fqdn = self.record_name(_check_key(key))
+        fqdn = self.record_name(check_key(key))
         found = await self._lookup(fqdn)
         if found is None:
             return None
@@ -244,9 +241,8 @@ class CloudflareStore:
 
     async def set(self, key: str, value: str) -> None:
         """Write ``value`` under ``key``: PATCH when the record id is known, else look up first."""
-        fqdn = self.record_name(_check_key(key))
-        if not isinstance(value, str) or not VALUE_RE.match(value):
-            raise StoreError("cloudflare: the value must be lower-case hex")
+        fqdn = self.record_name(check_key(key))
+        check_value(value)
         if len(value) > TXT_CONTENT_MAX:
             raise StoreError(
                 f"cloudflare: value of {len(value)} chars exceeds the TXT limit of "
@@ -354,16 +350,6 @@ class CloudflareStore:
 
     # -- transport --------------------------------------------------------------------------
 
-    def _session_for_loop(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        if self._session is None or self._session.closed or self._slots is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"User-Agent": "stunmeshd"},
-            )
-            self._slots = asyncio.Semaphore(self.max_concurrency)
-        return self._session, self._slots
-
     async def _call(
         self,
         method: str,
@@ -436,12 +422,6 @@ class CloudflareStore:
     async def _backoff(self, failures: int) -> None:
         delay = self.retry_base * 2 ** (failures - 1)
         await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-
-
-def _check_key(key: str) -> str:
-    if not isinstance(key, str) or not KEY_RE.match(key):
-        raise StoreError("cloudflare: the key must be 40 lower-case hex characters")
-    return key
 
 
 def _retry_after(value: str | None, default: float) -> float:

@@ -13,7 +13,8 @@ import logging
 from typing import Any
 
 from stunmeshd.errors import StoreError
-from stunmeshd.stores.process import ProgramStore, check_key, check_value, clean_text
+from stunmeshd.stores.base import check_key, check_value
+from stunmeshd.stores.process import ProgramStore, clean_text
 
 log = logging.getLogger(__name__)
 

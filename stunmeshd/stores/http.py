@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
+
+
+class PooledSession:
+    """One aiohttp session and request slots per store, made in the loop that first uses them.
+
+    The store sets ``timeout`` (s, per request), ``_session`` and ``_slots`` (None until
+    used) and may change ``max_concurrency`` before first use; it closes ``_session``.
+    """
+
+    max_concurrency = 32  # requests in flight per store
+    timeout: float
+    _session: aiohttp.ClientSession | None
+    _slots: asyncio.Semaphore | None
+
+    def _session_for_loop(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        if self._session is None or self._session.closed or self._slots is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"User-Agent": "stunmeshd"},
+            )
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+        return self._session, self._slots
 
 
 async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:

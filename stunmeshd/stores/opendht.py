@@ -39,27 +39,15 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from stunmeshd.config import PluginConfig
+from stunmeshd.config import PluginConfig, parse_duration
 from stunmeshd.errors import ConfigError, StoreError
-from stunmeshd.stores.base import StoreCapabilities
-from stunmeshd.stores.http import read_bounded, transport_reason
+from stunmeshd.stores.base import StoreCapabilities, check_key, check_value
+from stunmeshd.stores.http import PooledSession, read_bounded, transport_reason
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAGIC = "stunmesh-v1"
-KEY_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
-DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
 OPTIONS = frozenset({"endpoint", "endpoints", "magic", "timeout"})
 MAX_BODY = 4 << 20  # anyone can add values under a key; do not read without bound
 SUGGESTED_PROXY = "https://dhtproxy.jami.net"
@@ -136,24 +124,17 @@ def _decode_line(
     return ts, data
 
 
-def parse_duration(value: Any, *, key: str) -> float:
-    """Seconds from a Go duration string (``"20s"``, ``"1m30s"``) or a number of seconds."""
-    if isinstance(value, bool):
+def timeout_option(value: Any, *, key: str) -> float:
+    """Seconds from a Go duration (``"20s"``, ``"1m30s"``; config's parser) or a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError("must be a duration such as 15s, or a number of seconds", key=key)
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        pos, seconds = 0, 0.0
-        for match in DURATION_RE.finditer(text):
-            if match.start() != pos:
-                break
-            seconds += float(match.group(1)) * DURATION_UNITS[match.group(2)]
-            pos = match.end()
-        if not text or pos != len(text):
-            raise ConfigError(f"{value!r} is not a duration such as 15s or 1m30s", key=key)
+    if isinstance(value, str):
+        try:
+            seconds = parse_duration(value.strip())
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=key) from None
     else:
-        raise ConfigError("must be a duration such as 15s, or a number of seconds", key=key)
+        seconds = float(value)
     if not seconds > 0 or seconds != seconds or seconds == float("inf"):
         raise ConfigError("must be more than 0", key=key)
     return seconds
@@ -199,10 +180,9 @@ def resolve_endpoints(cfg: PluginConfig) -> tuple[str, ...]:
     return tuple(endpoints)
 
 
-class OpenDHTStore:
+class OpenDHTStore(PooledSession):
     """An OpenDHT proxy (or several, in fail-over order) as a record store."""
 
-    max_concurrency = 32  # requests in flight per store
     max_future_skew = 300.0  # seconds a value's ts may lie ahead of our clock
     # Values expire after 600 s: republished every 240 s and never skipped by dedup; every
     # candidate under a key is returned (get_all) and ``watch`` pushes changes (see its doc).
@@ -243,7 +223,7 @@ class OpenDHTStore:
         if not isinstance(magic, str) or not magic.isprintable():
             raise ConfigError("must be a printable string", key=f"{prefix}.magic")
         if "timeout" in cfg.options:
-            timeout = parse_duration(cfg.options["timeout"], key=f"{prefix}.timeout")
+            timeout = timeout_option(cfg.options["timeout"], key=f"{prefix}.timeout")
         else:
             timeout = float(cfg.timeout)
             if not timeout > 0:
@@ -262,16 +242,15 @@ class OpenDHTStore:
 
     async def get_all(self, key: str) -> list[tuple[int, str]]:
         """Every acceptable (ts, value) under ``key``, newest first, for the engine to try."""
-        body = await self._request("GET", _check_key(key))
+        body = await self._request("GET", check_key(key))
         return decode_values(
             body, self.magic, now=self.clock(), max_future_skew=self.max_future_skew
         )
 
     async def set(self, key: str, value: str) -> None:
         """Add ``value`` under ``key`` in an envelope stamped with the current time."""
-        key = _check_key(key)
-        if not isinstance(value, str) or not HEX_RE.match(value):
-            raise StoreError("opendht: the value must be hex")
+        key = check_key(key)
+        check_value(value)
         envelope = encode_envelope(self.magic, int(self.clock()), value)
         await self._request("POST", key, encode_put_body(envelope))
 
@@ -293,7 +272,7 @@ class OpenDHTStore:
         peer must not starve ``get``/``set``. Close it promptly (``contextlib.aclosing``) when
         not iterating to the end; cancellation closes the connection.
         """
-        key = _check_key(key)
+        key = check_key(key)
         session = self._watch_session_for_loop()
         resp, endpoint, seen = await self._open_watch(session, key)
         lines = _LineReader(resp, MAX_LINE)
@@ -421,16 +400,6 @@ class OpenDHTStore:
             )
         return self._watch_session
 
-    def _session_for_loop(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        if self._session is None or self._session.closed or self._slots is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"User-Agent": "stunmeshd"},
-            )
-            self._slots = asyncio.Semaphore(self.max_concurrency)
-        return self._session, self._slots
-
     async def _request(self, method: str, key: str, body: bytes | None = None) -> bytes:
         """The first endpoint's answer that is not a failure; StoreError naming every failure."""
         session, slots = self._session_for_loop()
@@ -541,10 +510,3 @@ def _enable_keepalive(resp: aiohttp.ClientResponse) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
     except OSError as exc:
         log.debug("opendht watch: no TCP keep-alive: %s", exc)
-
-
-def _check_key(key: str) -> str:
-    """Keys are InfoHashes (40 hex); anything else must not reach the proxy's path."""
-    if not isinstance(key, str) or not KEY_RE.match(key):
-        raise StoreError("opendht: the key must be 40 hex characters")
-    return key.lower()

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import math
 import os
-import re
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,21 +26,6 @@ MAX_STDOUT = 64 * 1024  # a record is a few hundred bytes; anything near this is
 MAX_STDERR = 4 * 1024  # kept (the tail) for error messages
 PIPE_GRACE = 1.0  # s a plugin's leftover children may hold its output open after it exits
 _MESSAGE_LEN = 400  # longest plugin text put into an error message
-
-_KEY_RE = re.compile(r"[0-9a-f]{40}")
-_VALUE_RE = re.compile(r"(?:[0-9a-f]{2})+")
-
-
-def check_key(key: str) -> None:
-    """Keys are 40 lower-hex chars; anything else could inject into a plugin's input."""
-    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
-        raise StoreError("invalid key: expected 40 lower-case hex characters")
-
-
-def check_value(value: str) -> None:
-    """Values are non-empty lower hex (sealed records)."""
-    if not isinstance(value, str) or not _VALUE_RE.fullmatch(value):
-        raise StoreError("invalid value: expected lower-case hex")
 
 
 def clean_text(raw: bytes | str, limit: int = _MESSAGE_LEN) -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from stunmeshd.stores.process import ProcessResult, ProgramStore, check_key, check_value
+from stunmeshd.stores.base import check_key, check_value
+from stunmeshd.stores.process import ProcessResult, ProgramStore
 
 log = logging.getLogger(__name__)
 

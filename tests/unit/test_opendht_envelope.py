@@ -20,7 +20,7 @@ from stunmeshd.stores.opendht import (
     decode_values,
     encode_envelope,
     encode_put_body,
-    parse_duration,
+    timeout_option,
 )
 
 KEY = "3061b8fcbdb6972059518f1adc3590dca6a5f352"
@@ -190,7 +190,7 @@ def test_defaults() -> None:
     [("20s", 20.0), ("1m30s", 90.0), ("1.5s", 1.5), ("500ms", 0.5), (30, 30.0)],
 )
 def test_timeout_option(value: Any, seconds: float) -> None:
-    assert parse_duration(value, key="k") == seconds
+    assert timeout_option(value, key="k") == seconds
     store = OpenDHTStore.from_config(config(endpoint="https://a.example", timeout=value))
     assert store.timeout == seconds
 
