@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
-import importlib
 import ipaddress
 import json
 import math
 import os
 import re
 import stat
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -181,8 +179,6 @@ _ZEROLOG_NUMBERS: Mapping[int, str] = {
 GENERIC_PLUGIN_KEYS = frozenset({"type", "name", "command", "args", "dedup", "timeout"})
 DEFAULT_PLUGIN_TIMEOUT = 10.0
 MAX_CONFIG_BYTES = 1 << 20
-# Used when stunmeshd.stores.registry does not exist (yet): stunmesh-go's built-in stores.
-_FALLBACK_BUILTINS = frozenset({"cloudflare", "opendht"})
 
 # Interface keys stunmesh-go has for other platforms: accepted, warned about.
 _LINUX_NOOP_KEYS: Mapping[str, str] = {
@@ -579,19 +575,6 @@ def _file_kind(mode: int) -> str:
         (stat.S_ISSOCK, "a socket"),
     )
     return next((name for test, name in kinds if test(mode)), "not a file")
-
-
-def _builtin_store_names() -> frozenset[str]:
-    """Names of the built-in stores, from the store registry when it exists."""
-    module_name = "stunmeshd.stores.registry"
-    try:
-        registry = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        return _FALLBACK_BUILTINS
-    names: Callable[[], Collection[str]] | None = getattr(registry, "builtin_names", None)
-    return frozenset(names()) if names is not None else _FALLBACK_BUILTINS
 
 
 _Fields = dict[str, tuple[yaml.Node, yaml.Node]]  # key text -> (key node, value node)
@@ -1013,7 +996,6 @@ class _Parser:
 
     def _plugins(self, top: _Fields) -> dict[str, PluginConfig]:
         plugins: dict[str, PluginConfig] = {}
-        builtins: frozenset[str] | None = None
         for name, (knode, vnode) in self._pairs(self._get(top, "plugins"), "plugins").items():
             path = _join("plugins", name)
             fields = self._pairs(vnode, path, what="a mapping with a type")
@@ -1029,9 +1011,7 @@ class _Parser:
                 )
             builtin = None
             if ptype == "builtin":
-                if builtins is None:
-                    builtins = _builtin_store_names()
-                builtin = self._builtin_name(fields, knode, path, builtins)
+                builtin = self._builtin_name(fields, knode, path)
             elif "name" in fields:
                 self._warn(fields["name"][0], f"{path}.name", f"not used by {ptype} plugins")
             command = self._command(fields, knode, path, ptype)
@@ -1071,21 +1051,23 @@ class _Parser:
             )
         return plugins
 
-    def _builtin_name(
-        self, fields: _Fields, knode: yaml.Node, path: str, known: frozenset[str]
-    ) -> str:
+    def _builtin_name(self, fields: _Fields, knode: yaml.Node, path: str) -> str:
+        # imported here: the registry builds stores from this module's PluginConfig
+        from stunmeshd.stores.registry import builtin_names, is_builtin
+
         node = self._get(fields, "name")
-        examples = ", ".join(sorted(known)) or "none available"
         if node is None:
+            examples = ", ".join(sorted(builtin_names()))
             raise self._error(
                 knode, f"{path}.name", f"is required for a builtin plugin ({examples})"
             )
         builtin = self._text(node, f"{path}.name", what="a built-in store name")
-        if builtin not in known:
+        if not is_builtin(builtin):
             raise self._error(
                 node,
                 f"{path}.name",
-                f"unknown built-in store {_quote(builtin)} (known: {examples})",
+                f"unknown built-in store {_quote(builtin)} "
+                f"(known: {', '.join(sorted(builtin_names()))})",
             )
         return builtin
 
@@ -1351,5 +1333,7 @@ def _peer_key(iface: InterfaceConfig, label: str) -> str:
 
 
 def _close_match(name: str, known: Collection[str]) -> str:
+    import difflib  # only for a mistyped key: not worth its memory in every daemon
+
     match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
     return f" (did you mean {match[0]}?)" if match else ""

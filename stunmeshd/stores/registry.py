@@ -18,11 +18,10 @@ every peer and interface that names the plugin. What a store can do beyond that 
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError
@@ -30,6 +29,9 @@ from stunmeshd.stores.base import PLAIN, Store, StoreCapabilities
 from stunmeshd.stores.dedup import DedupStore
 from stunmeshd.stores.exec import ExecStore
 from stunmeshd.stores.shell import ShellStore
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,12 @@ PROGRAM_TYPES: dict[str, type[ExecStore] | type[ShellStore]] = {
 }
 
 
-def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    found: dict[str, importlib.metadata.EntryPoint] = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+def _entry_points() -> dict[str, EntryPoint]:
+    """Installed third-party stores (importlib.metadata is loaded only when one is asked for)."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in found and found[ep.name].value != ep.value:
             log.warning(
                 "two installed stores are named %s; using %s", ep.name, found[ep.name].value
@@ -54,6 +59,11 @@ def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
             continue
         found.setdefault(ep.name, ep)
     return found
+
+
+def is_builtin(name: str) -> bool:
+    """Whether ``type: builtin`` accepts ``name`` (stunmeshd's own need no entry-point scan)."""
+    return name in BUILTINS or name in _entry_points()
 
 
 def builtin_names() -> set[str]:
