@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbus_fast import (
-    BusType,
     DBusError,
     Message,
     MessageFlag,
@@ -30,6 +29,7 @@ from dbus_fast import (
 )
 from dbus_fast.aio import MessageBus
 
+from stunmeshd.bus.address import bus_kwargs
 from stunmeshd.bus.names import (
     BUS_NAME,
     DBUS_NAME,
@@ -85,15 +85,8 @@ class Client:
 
     @classmethod
     async def connect(cls, address: str, *, interactive: bool = True) -> Client:
-        kwargs: dict[str, Any]
-        if address == "system":
-            kwargs = {"bus_type": BusType.SYSTEM}
-        elif address == "session":
-            kwargs = {"bus_type": BusType.SESSION}
-        else:
-            kwargs = {"bus_address": address}
         try:
-            bus = await asyncio.wait_for(MessageBus(**kwargs).connect(), CALL_TIMEOUT)
+            bus = await asyncio.wait_for(MessageBus(**bus_kwargs(address)).connect(), CALL_TIMEOUT)
         except Exception as exc:
             raise CtlError(
                 f"cannot connect to the {address} bus ({exc}); is stunmeshd running?",

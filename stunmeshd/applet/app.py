@@ -15,9 +15,8 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from dbus_fast import BusType, Message, MessageFlag, MessageType
+from dbus_fast import Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 
 from stunmeshd.applet import view
@@ -26,6 +25,7 @@ from stunmeshd.applet.dbusmenu import MENU_PATH, DBusMenu
 from stunmeshd.applet.mirror import DaemonMirror, Tree
 from stunmeshd.applet.notify import Notice, Notifications, PeerNews
 from stunmeshd.applet.sni import ITEM_PATH, Registration, StatusNotifierItem
+from stunmeshd.bus.address import bus_kwargs
 from stunmeshd.bus.names import BUS_NAME, Error
 
 log = logging.getLogger("stunmesh-applet")
@@ -113,12 +113,7 @@ class Applet:
 
 
 async def connect(address: str) -> MessageBus:
-    kwargs: dict[str, Any]
-    if address in ("system", "session"):
-        kwargs = {"bus_type": BusType.SYSTEM if address == "system" else BusType.SESSION}
-    else:
-        kwargs = {"bus_address": address}
-    return await MessageBus(**kwargs).connect()
+    return await MessageBus(**bus_kwargs(address)).connect()
 
 
 async def run(args: argparse.Namespace) -> int:

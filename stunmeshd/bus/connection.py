@@ -14,11 +14,12 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply, Variant
+from dbus_fast import Message, MessageType, NameFlag, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.aio.message_bus import _MessageWriter
 from dbus_fast.service import ServiceInterface
 
+from stunmeshd.bus.address import bus_kwargs
 from stunmeshd.bus.bounded import bounded_error_text
 from stunmeshd.bus.names import BUS_NAME, OBJECT_MANAGER_IFACE, ROOT
 from stunmeshd.errors import StunmeshError
@@ -177,18 +178,6 @@ class StunMeshBus(MessageBus):
                 path=path, interface=interface, member=member, signature=signature, body=body
             )
         )
-
-
-def bus_kwargs(address: str) -> dict[str, Any]:
-    """``system`` / ``session`` / a D-Bus address -> MessageBus keyword arguments.
-
-    ``system`` honours ``DBUS_SYSTEM_BUS_ADDRESS`` (dbus-fast reads it), as every D-Bus tool does.
-    """
-    if address == "system":
-        return {"bus_type": BusType.SYSTEM}
-    if address == "session":
-        return {"bus_type": BusType.SESSION}
-    return {"bus_address": address}
 
 
 async def connect(address: str, bus_class: type[MessageBus] = StunMeshBus) -> Any:
