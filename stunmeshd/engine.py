@@ -186,7 +186,7 @@ class DeviceWorker:
     @property
     def present(self) -> bool:
         """The device exists and is on the bus."""
-        return self.status._model is not None
+        return self.status.attached
 
     # ---- requests ----------------------------------------------------------------------
 
@@ -499,8 +499,8 @@ class DeviceWorker:
         """Peers the configuration disables are on the bus (while the device is) as DISABLED,
         with the reason in LastError: nothing is fetched, published or applied for them."""
         for label, status in list(self.disabled.items()):
-            if status._model is None or not self.present or label not in self.cfg.disabled:
-                if status._model is not None:
+            if not status.attached or not self.present or label not in self.cfg.disabled:
+                if status.attached:
                     self.engine.model.remove_peer(self.status, _disabled_key(label))
                 del self.disabled[label]
         if not self.present:
@@ -887,10 +887,12 @@ class DeviceWorker:
                 self.cfg.name, rt.cfg.public_key, endpoint, keepalive=keepalive
             )
         if current is not None:  # what WireGuard holds now, until the next read
-            self.info.peers[rt.cfg.public_key] = replace(
-                current,
-                endpoint=endpoint,
-                persistent_keepalive=keepalive or current.persistent_keepalive,
+            self.info = self.info.with_peer(
+                replace(
+                    current,
+                    endpoint=endpoint,
+                    persistent_keepalive=keepalive or current.persistent_keepalive,
+                )
             )
         rt.applied_at = self.loop.time()
         rt.status.update(

@@ -62,10 +62,6 @@ class TrafficWatch:
         """A stall was reported and nothing has been received since."""
         return self._reported
 
-    def reset(self) -> None:
-        self._rx = self._tx = -1
-        self._reported = False
-
 
 # ---- ICMP echo (ping_monitor / per-peer ping) ------------------------------------------------
 

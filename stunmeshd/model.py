@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -28,7 +28,7 @@ class ManagerState(IntEnum):
 
 class DeviceState(IntEnum):
     UNKNOWN = 0
-    IDLE = 1
+    # 1 was IDLE, never sent; the number stays unused so clients' tables keep their meaning
     DISCOVERING = 2
     PUBLISHING = 3
     READY = 4
@@ -152,13 +152,10 @@ class _Tracked:
             name: getattr(self, name) for name, old in before.items() if getattr(self, name) != old
         }
 
-    def snapshot(self) -> dict[str, Any]:
-        """Public fields and their values (private ones start with ``_``)."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)  # type: ignore[arg-type]
-            if not f.name.startswith("_")
-        }
+    @property
+    def attached(self) -> bool:
+        """In the model (and so on the bus); False once removed, or before being added."""
+        return self._model is not None
 
 
 @dataclass(eq=False)

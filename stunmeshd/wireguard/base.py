@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from stunmeshd.crypto import public_key as derive_public_key
@@ -32,7 +33,11 @@ class DeviceInfo:
     public_key: bytes  # 32 raw bytes, derived from the private key
     listen_port: int
     fwmark: int
-    peers: dict[bytes, PeerInfo]  # by raw public key
+    peers: Mapping[bytes, PeerInfo]  # by raw public key; never changed in place
+
+    def with_peer(self, peer: PeerInfo) -> DeviceInfo:
+        """This device with ``peer`` added or replaced (what WireGuard holds after a write)."""
+        return replace(self, peers={**self.peers, peer.public_key: peer})
 
 
 def device_info(
