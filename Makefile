@@ -3,7 +3,7 @@
 
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-# Debian packages the tests, the lab and the demo use (testbed.md).
+# Debian packages the tests, the lab and the demo use (docs/testbed.md).
 DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nftables \
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
            systemd procps libglib2.0-bin

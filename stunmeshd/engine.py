@@ -1,17 +1,7 @@
 """The engine: one worker per managed WireGuard interface — discover, publish, fetch, apply.
 
-Scheduling rules (why they are what they are):
-- A full cycle runs at start, every ``refresh_interval`` (or sooner when a store's records
-  expire), and on request; concurrent requests coalesce into one cycle.
-- A peer whose record is not there yet is re-fetched with a short backoff (1 s doubling, capped
-  at the refresh interval): two hosts started together connect in about a second instead of a
-  whole interval.
-- While a peer has no handshake, our NAT mapping is kept warm by re-running STUN at most every
-  25 s, and republished if it moved.
-- An endpoint WireGuard roamed to (a recent authenticated handshake from elsewhere) is not
-  overwritten by an older record.
-- A store, STUN or WireGuard failure never stops the worker: the state says why, the last good
-  endpoint stays, the next try comes with backoff.
+When cycles run, what is retried how soon, when a peer counts as failed: the scheduling rules
+are written down once, in docs/architecture.md ("Scheduling rules"); this module implements them.
 
 The engine knows nothing of D-Bus: it writes ``model`` state and emits its events.
 """
