@@ -441,7 +441,9 @@ class DeviceWorker:
             if rt.watch is not None:
                 rt.watch.cancel()  # re-established on the next sync, on the new store
         rt.cfg = new
-        rt.status.update(name=new.label, store=new.plugin, protocol=new.protocol)
+        rt.status.update(
+            name=new.label, store=new.plugin, protocol=new.protocol, description=new.description
+        )
 
     def _sync_peers(self, info: DeviceInfo) -> None:
         """Manage the peers that are both configured and on the device; warn about the rest."""
@@ -482,6 +484,7 @@ class DeviceWorker:
             public_key=b64(cfg.public_key),
             store=cfg.plugin,
             protocol=cfg.protocol,
+            description=cfg.description,
         )
         cap = max(self.engine.config.refresh_interval, FETCH_BACKOFF_START)
         self.peers[cfg.public_key] = PeerRuntime(
@@ -503,7 +506,11 @@ class DeviceWorker:
     def _remove_peer(self, key: bytes) -> None:
         rt = self.peers.pop(key, None)
         if rt is not None:
-            log.info("peer removed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
+            log.info(
+                "peer no longer managed (WireGuard keeps it) iface=%s peer=%s",
+                self.cfg.name,
+                rt.cfg.label,
+            )
             if rt.watch is not None:
                 rt.watch.cancel()
         self.engine.model.remove_peer(self.status, b64(key))

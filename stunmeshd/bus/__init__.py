@@ -1,9 +1,32 @@
-"""The D-Bus layer: thin adapters that put the engine's model on the system bus (dbus-api.md).
+"""The D-Bus layer: thin adapters that put the engine's model on the system bus (docs/dbus-api.md).
 
 The daemon needs only ``start_bus`` and ``BusService.close``; names live in ``names``.
+The exports load lazily, so a client importing ``stunmeshd.bus.names`` (stunmeshctl) does not
+pull in the engine.
 """
 
-from stunmeshd.bus.connection import BusError, BusUnreachable
-from stunmeshd.bus.service import BusService, start_bus, start_daemon_bus
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stunmeshd.bus.connection import BusError, BusUnreachable
+    from stunmeshd.bus.service import BusService, start_bus, start_daemon_bus
+
+_EXPORTS = {
+    "BusError": "stunmeshd.bus.connection",
+    "BusUnreachable": "stunmeshd.bus.connection",
+    "BusService": "stunmeshd.bus.service",
+    "start_bus": "stunmeshd.bus.service",
+    "start_daemon_bus": "stunmeshd.bus.service",
+}
 
 __all__ = ["BusError", "BusService", "BusUnreachable", "start_bus", "start_daemon_bus"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
