@@ -103,17 +103,56 @@ async def reload(engine: Engine) -> None:
         log.error("reload refused, keeping the running configuration: %s", exc)
 
 
+def _not_ready(engine: Engine, config: Config) -> list[str]:
+    """Why --oneshot cannot succeed at all, known after the first cycle: interfaces that
+    cannot be used and configured peers that are not on their WireGuard interface."""
+    problems = []
+    for name, icfg in config.interfaces.items():
+        worker = engine.workers.get(name)
+        if worker is None or not worker.present or worker.info is None:
+            reason = worker.status.last_error if worker is not None else ""
+            problems.append(f"interface {name}: {reason or 'not found'}")
+            continue
+        absent = [label for label, p in icfg.peers.items() if p.public_key not in worker.info.peers]
+        if absent:
+            problems.append(
+                f"{name}: configured peer(s) {', '.join(absent)} not on the WireGuard "
+                f"interface (add them with `wg set {name} peer KEY allowed-ips ...`)"
+            )
+    return problems
+
+
 async def oneshot(engine: Engine, config: Config, wait: float, stop: asyncio.Event) -> int:
-    """One full cycle per interface, then wait (bounded) until every peer has an endpoint."""
+    """One full cycle per interface, then wait (bounded) until every peer has an endpoint.
+
+    What can never succeed (a missing interface, a peer not on its device) is reported right
+    after the first cycle instead of after the wait; progress is logged as peers get theirs.
+    """
     await engine.refresh()
+    problems = _not_ready(engine, config)
+    if problems:
+        log.error("oneshot: cannot succeed: %s", "; ".join(problems))
+        return 1
     configured = sum(len(i.peers) for i in config.interfaces.values())
     done = asyncio.Event()
+    reported = -1
 
     def check(_event: Event | None = None) -> None:
+        nonlocal reported
         peers = [p for d in engine.model.devices.values() for p in d.peers.values()]
-        if len(peers) == configured and all(
-            p.state in (PeerState.APPLIED, PeerState.CONNECTED) for p in peers
-        ):
+        ready = [p for p in peers if p.state in (PeerState.APPLIED, PeerState.CONNECTED)]
+        if len(ready) != reported:
+            reported = len(ready)
+            waiting = [
+                f"{p.interface}/{p.name} ({p.state.name.lower()})" for p in peers if p not in ready
+            ]
+            log.info(
+                "oneshot: %d of %d peer(s) have an endpoint%s",
+                len(ready),
+                configured,
+                f"; waiting up to {wait:.0f} s for {', '.join(waiting)}" if waiting else "",
+            )
+        if len(peers) == configured and len(ready) == configured:
             done.set()
 
     engine.model.subscribe(check)
