@@ -13,7 +13,7 @@ BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 PREFIX  ?= /usr
 DESTDIR ?=
 
-.PHONY: all deps venv test lint demo install clean $(addprefix bench-,$(BENCHES))
+.PHONY: all deps venv test lint demo lab lab-shell lab-down install clean $(addprefix bench-,$(BENCHES))
 
 all: test
 
@@ -41,6 +41,16 @@ lint: venv
 # The lab: two hosts behind NAT connect with stunmeshd (network namespaces; run as root).
 demo: deps venv
 	$(PY) -m stunmeshd.lab.demo
+
+# The same lab kept up to try things by hand: `make lab`, then in another terminal
+# `make lab-shell HOST=A` (stunmeshctl, busctl and wg point at host A), `make lab-down`.
+HOST    ?= A
+lab: deps venv
+	$(PY) -m stunmeshd.lab.shell up
+lab-shell: venv
+	$(PY) -m stunmeshd.lab.shell shell $(HOST)
+lab-down: venv
+	$(PY) -m stunmeshd.lab.shell down
 
 # Benchmarks print their figures as key=value pairs on their last line (run as root).
 $(addprefix bench-,$(BENCHES)): bench-%: deps venv
