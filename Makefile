@@ -6,7 +6,8 @@ PY      := $(VENV)/bin/python
 # Debian packages the tests, the lab and the demo use (docs/testbed.md).
 DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nftables \
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
-           systemd procps libglib2.0-bin
+           systemd procps libglib2.0-bin \
+           man-db bash-completion zsh fish
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 
@@ -58,8 +59,8 @@ $(addprefix bench-,$(BENCHES)): bench-%: deps venv
 
 # The package and the system files (bus policy, activation, introspection XML, polkit
 # actions, systemd unit) under conventional prefixes; DESTDIR is honoured for packagers.
-install:
-	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) packaging/install.sh
+install: venv
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) DOCGEN_PYTHON=$(PY) packaging/install.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

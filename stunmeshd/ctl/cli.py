@@ -320,6 +320,18 @@ async def cmd_log_level(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_complete(client: Client, args: argparse.Namespace) -> int:
+    """Names for shell completion, one per line (a hidden command the completions call)."""
+    snap = await snapshot(client)
+    names = [snap.device_name(p) for p, _ in snap.sorted_devices()]
+    if args.what == "targets":
+        peers = [snap.peer_name(p) for p, _ in snap.peer_rows()]
+        short = [p.split("/", 1)[1] for p in peers]
+        names += peers + sorted({n for n in short if short.count(n) == 1})
+    print("\n".join(names))
+    return EXIT_OK
+
+
 async def cmd_monitor(client: Client, args: argparse.Namespace) -> int:
     from stunmeshd.ctl.monitor import watch
 
@@ -341,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stunmeshctl",
         description="Query and control stunmeshd, the peer-to-peer WireGuard NAT traversal "
-        "daemon, over D-Bus; probe the network with netcheck.",
+        "daemon, over D-Bus.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -406,7 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     level.add_argument("level", nargs="?", choices=LOG_LEVELS, metavar="LEVEL")
     sub.add_parser("permissions", parents=[common], help="what you may do (polkit)")
     sub.add_parser("monitor", parents=[common], help="print changes as they happen")
+    complete = sub.add_parser(COMPLETE)  # no help: hidden from --help and the man page
+    complete.add_argument("what", choices=["interfaces", "targets"])
     return parser
+
+
+COMPLETE = "_complete"  # the hidden command shell completions call for names
 
 
 def positive_seconds(text: str) -> float:
@@ -429,6 +446,7 @@ COMMANDS = {
     "log-level": cmd_log_level,
     "permissions": cmd_permissions,
     "monitor": cmd_monitor,
+    COMPLETE: cmd_complete,
 }
 
 

@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from stunmeshd.bus.names import BUS_NAME, DEVICE_IFACE, PEER_IFACE
+from stunmeshd.docgen.completion import scripts
 from tests.bus.busmesh import BusMesh, by_iface, connected, wait_objects
 from tests.bus.helpers import ctl, run
+from tests.bus.sysbus import PYTHON
 
 pytestmark = pytest.mark.root
 
 DESCRIPTION = "site B, behind natB (endpoint-independent)"
+
+
+async def output(argv: list[str], env: dict[str, str]) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    return out.decode()
 
 
 def parse_time(text: str) -> datetime:
@@ -24,7 +37,7 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-async def test_ctl_on_a_real_daemon(bus_mesh: BusMesh) -> None:
+async def test_ctl_on_a_real_daemon(bus_mesh: BusMesh, tmp_path: Path) -> None:
     mesh, bus_a = bus_mesh.mesh, bus_mesh.bus_a
     config = bus_mesh.config_a()
     config["interfaces"]["wg0"]["peers"]["hostB"]["description"] = DESCRIPTION
@@ -90,6 +103,24 @@ async def test_ctl_on_a_real_daemon(bus_mesh: BusMesh) -> None:
     text = (await run(*ctl(addr, "show", "hostB"))).stdout
     assert text.startswith("● wg0/hostB\n") and f"Description: {DESCRIPTION}" in text
     assert "● wg0\n" not in text
+
+    # shell completion asks the daemon for names, on the bus given on the command line
+    script = tmp_path / "stunmeshctl.bash"
+    script.write_text(scripts()["bash-completion/completions/stunmeshctl"])
+    line = f"stunmeshctl --bus {addr} show "
+    code = (
+        f"source {script}; COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}; "
+        "COMP_WORDS=(stunmeshctl x show ''); COMP_CWORD=3; _stunmeshctl; "
+        'printf "%s\\n" "${COMPREPLY[@]}"'
+    )
+    env = {**os.environ, "PATH": f"{PYTHON.parent}:{os.environ['PATH']}"}
+    words = await output(["bash", "--norc", "-c", code], env)
+    assert words.split() == ["wg0", "wg0/hostB", "hostB"], words
+    fish = tmp_path / "stunmeshctl.fish"
+    fish.write_text(scripts()["fish/vendor_completions.d/stunmeshctl.fish"])
+    line = shlex.quote(f"stunmeshctl --bus={addr} peers ")
+    words = await output(["fish", "--no-config", "-c", f"source {fish}; complete -C {line}"], env)
+    assert [w.split("\t")[0] for w in words.split("\n") if w] == ["wg0"], words
 
     # status --json has the same names
     status = json.loads((await run(*ctl(addr, "status", "--json"))).stdout)
