@@ -418,6 +418,36 @@ def build_parser() -> argparse.ArgumentParser:
     level.add_argument("level", nargs="?", choices=LOG_LEVELS, metavar="LEVEL")
     sub.add_parser("permissions", parents=[common], help="what you may do (polkit)")
     sub.add_parser("monitor", parents=[common], help="print changes as they happen")
+    netcheck = sub.add_parser(
+        "netcheck",
+        parents=[common],
+        help="probe this network: NAT behaviour, IPv6, latency (no daemon needed)",
+        description="Measure what this network lets stunmeshd do, without the daemon: per STUN "
+        "server and family the round trip and mapped address, the NAT's mapping and filtering "
+        "behaviour (RFC 5780), whether the mapping is the same towards every server, IPv6, and "
+        "a one-line verdict. Servers: --server, else the running daemon's, else the "
+        "configuration file's.",
+    )
+    netcheck.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a STUN server to probe (repeat for more)",
+    )
+    netcheck.add_argument(
+        "-c", "--config", metavar="FILE", help="take the STUN servers from this configuration"
+    )
+    netcheck.add_argument(
+        "--family", choices=["ipv4", "ipv6", "both"], default="both", help="what to probe"
+    )
+    netcheck.add_argument(
+        "--port",
+        type=int,
+        metavar="PORT",
+        help="probe from this UDP port through a raw socket, as the daemon does from "
+        "WireGuard's (needs root)",
+    )
     complete = sub.add_parser(COMPLETE)  # no help: hidden from --help and the man page
     complete.add_argument("what", choices=["interfaces", "targets"])
     return parser
@@ -450,7 +480,32 @@ COMMANDS = {
 }
 
 
+async def cmd_netcheck(args: argparse.Namespace) -> int:
+    """Standalone: no daemon, no bus needed (see netcheck.py for why)."""
+    from stunmeshd.ctl import netcheck
+    from stunmeshd.errors import ConfigError
+
+    if args.port is not None and not 0 < args.port < 65536:
+        raise CtlError(f"--port {args.port}: not a UDP port", EXIT_USAGE)
+    try:
+        servers, origin = await netcheck.choose_servers(args.server, args.bus, args.config)
+    except ConfigError as exc:
+        raise CtlError(f"netcheck: {exc}", EXIT_USAGE) from None
+    families = ("ipv4", "ipv6") if args.family == "both" else (args.family,)
+    report = await netcheck.run_netcheck(
+        servers, servers_from=origin, families=families, port=args.port
+    )
+    if args.json:
+        emit_json(report.to_json())
+    else:
+        print(netcheck.render(report))
+    reachable = any(f.reachable for f in report.families.values())
+    return EXIT_OK if reachable else EXIT_FAILURE
+
+
 async def run(args: argparse.Namespace) -> int:
+    if args.command == "netcheck":
+        return await cmd_netcheck(args)
     client = await Client.connect(args.bus, interactive=not args.no_ask_password)
     try:
         return await COMMANDS[args.command](client, args)
