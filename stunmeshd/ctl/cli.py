@@ -26,6 +26,7 @@ from stunmeshd.ctl.client import (
     EXIT_USAGE,
     Client,
     CtlError,
+    NoAnswer,
 )
 from stunmeshd.ctl.view import (
     Snapshot,
@@ -209,36 +210,40 @@ class Progress:
         sys.stderr.flush()
 
 
-async def await_completion(
-    client: Client, devices: Sequence[str], deadline: float
-) -> list[tuple[bool, str]]:
-    """Wait for RefreshCompleted from each of ``devices`` (the daemon's own wait ran out)."""
-    done: dict[str, tuple[bool, str]] = {}
-    arrived = asyncio.Event()
+class Completion:
+    """Collects RefreshCompleted from some devices; subscribed before the call, so a cycle
+    that ends right after the daemon's own wait ran out is not missed."""
 
-    def on_message(msg: Message) -> None:
+    def __init__(self, client: Client, devices: Sequence[str]) -> None:
+        self.client, self.devices = client, list(devices)
+        self.done: dict[str, tuple[bool, str]] = {}
+        self.arrived = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.client.add_match(
+            f"type='signal',sender='{BUS_NAME}',interface='{DEVICE_IFACE}',"
+            "member='RefreshCompleted'"
+        )
+        self.client.bus.add_message_handler(self.on_message)
+
+    def on_message(self, msg: Message) -> None:
         if (
             msg.message_type is MessageType.SIGNAL
             and msg.member == "RefreshCompleted"
-            and msg.path in devices
+            and msg.path in self.devices
         ):
-            done[msg.path] = (bool(msg.body[0]), str(msg.body[1]))
-            arrived.set()
+            self.done[msg.path] = (bool(msg.body[0]), str(msg.body[1]))
+            self.arrived.set()
 
-    await client.add_match(
-        f"type='signal',sender='{BUS_NAME}',interface='{DEVICE_IFACE}',member='RefreshCompleted'"
-    )
-    client.bus.add_message_handler(on_message)
-    try:
-        while len(done) < len(devices):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            arrived.clear()
-            await asyncio.wait_for(arrived.wait(), remaining)
-    finally:
-        client.bus.remove_message_handler(on_message)
-    return [done[d] for d in devices]
+    async def wait(self, deadline: float) -> list[tuple[bool, str]]:
+        """Every device's outcome; TimeoutError at ``deadline`` (monotonic)."""
+        while len(self.done) < len(self.devices):
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), max(deadline - time.monotonic(), 0))
+        return [self.done[d] for d in self.devices]
+
+    def stop(self) -> None:
+        self.client.bus.remove_message_handler(self.on_message)
 
 
 async def cmd_refresh(client: Client, args: argparse.Namespace) -> int:
@@ -253,11 +258,14 @@ async def cmd_refresh(client: Client, args: argparse.Namespace) -> int:
         report(args, f"refresh of {what} requested", {"target": what, "waited": False})
         return EXIT_OK
     deadline = time.monotonic() + args.timeout if args.timeout else None
+    completion = Completion(client, devices) if deadline is not None else None
     progress = None
     if sys.stderr.isatty() and not args.quiet and not args.json:
         progress = Progress(client, snap, what, devices)
-        await progress.start()
     try:
+        for watcher in (completion, progress):
+            if watcher is not None:
+                await watcher.start()
         try:
             await client.call(
                 path,
@@ -269,24 +277,25 @@ async def cmd_refresh(client: Client, args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             )
         except CtlError as exc:
-            if exc.error_name != Error.TIMEOUT or deadline is None:
+            if exc.error_name != Error.TIMEOUT or completion is None or deadline is None:
                 raise
             # the daemon bounds its own wait; the caller asked to wait longer
-            results = await await_completion(client, devices, deadline)
+            results = await completion.wait(deadline)
             failed = [err or "failed" for ok, err in results if not ok]
             if failed:
                 raise CtlError(f"refresh of {what} failed: {'; '.join(failed)}") from None
-    except (TimeoutError, CtlError) as exc:
-        if isinstance(exc, CtlError) and "no answer within" not in str(exc):
+    except (TimeoutError, NoAnswer) as exc:
+        if args.timeout is None:
             raise
         raise CtlError(
             f"refresh of {what}: no result within {args.timeout:g} s; it goes on in the "
             "daemon (`stunmeshctl show` tells how it ends)",
             EXIT_FAILURE,
-        ) from None
+        ) from exc
     finally:
-        if progress is not None:
-            progress.stop()
+        for watcher in (completion, progress):
+            if watcher is not None:
+                watcher.stop()
     report(args, f"refreshed {what}", {"target": what, "waited": True})
     return EXIT_OK
 

@@ -65,6 +65,10 @@ class CtlError(Exception):
         self.error_name = error_name  # the D-Bus error behind it, if any
 
 
+class NoAnswer(CtlError):
+    """The daemon did not answer within the time allowed (it may still be working)."""
+
+
 def bus_description(address: str) -> str:
     """Which bus ``--bus`` names, as a person would say it (with the address it resolves to)."""
     if address == "system":
@@ -140,7 +144,7 @@ class Client:
             async with asyncio.timeout(limit):
                 reply = await self.bus.call(msg)
         except TimeoutError:
-            raise CtlError(f"{member}: no answer within {limit:g} s") from None
+            raise NoAnswer(f"{member}: no answer within {limit:g} s") from None
         except (OSError, EOFError) as exc:
             raise CtlError(f"the bus connection failed: {exc}", EXIT_NOT_RUNNING) from None
         if reply is None:
