@@ -5,6 +5,8 @@ long as the test says."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from stunmeshd.bus import refresh as bus_refresh
@@ -36,6 +38,7 @@ async def test_refresh_waits_past_the_daemons_bound(
     # without --timeout the daemon's bound decides: its Timeout error, as before
     bounded = await run(*ctl(addr, "refresh", "wg0", "--wait"))
     assert bounded.returncode == 1 and "Timeout" in bounded.stderr
+    await asyncio.sleep(wg0.delay)  # that cycle goes on: let it end before the next one
 
     # with a longer --timeout the client waits for the cycle's RefreshCompleted
     done = await run(*ctl(addr, "refresh", "wg0", "--wait", "--timeout", "10"))
@@ -49,6 +52,7 @@ async def test_refresh_waits_past_the_daemons_bound(
     assert "refresh of all interfaces failed: no STUN server answered" in failed.stderr
 
     # a timeout shorter than the cycle gives up, saying the cycle goes on
+    await asyncio.sleep(wg0.delay)  # (the stand-in does not coalesce overlapping cycles)
     wg0.delay = 3.0
     slow = await run(*ctl(addr, "refresh", "wg0", "--wait", "--timeout", "0.5"))
     assert slow.returncode == 1 and "no result within 0.5 s" in slow.stderr
