@@ -176,6 +176,12 @@ def error_from_reply(name: str, body: Sequence[Any], member: str, address: str) 
             "Start it with `systemctl start stunmeshd` (or check --bus)",
             EXIT_NOT_RUNNING,
         )
+    if name in (Error.NO_SUCH_UNIT, Error.UNIT_MASKED):
+        return CtlError(
+            f"stunmeshd is not running and the bus may not start it ({text or name}); "
+            "enable it: systemctl enable --now stunmeshd",
+            EXIT_NOT_RUNNING,
+        )
     if name in (Error.ACCESS_DENIED, Error.INTERACTIVE_AUTHORIZATION_REQUIRED):
         return not_authorized(member, name == Error.INTERACTIVE_AUTHORIZATION_REQUIRED)
     if name in (Error.NO_SUCH_DEVICE, Error.NO_SUCH_PEER):

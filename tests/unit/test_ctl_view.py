@@ -173,6 +173,8 @@ def test_targets_resolve_and_unknown_names_exit_5() -> None:
     [
         ("org.freedesktop.DBus.Error.ServiceUnknown", client.EXIT_NOT_RUNNING),
         ("org.freedesktop.DBus.Error.NameHasNoOwner", client.EXIT_NOT_RUNNING),
+        ("org.freedesktop.systemd1.NoSuchUnit", client.EXIT_NOT_RUNNING),  # installed, disabled
+        ("org.freedesktop.systemd1.UnitMasked", client.EXIT_NOT_RUNNING),
         ("org.freedesktop.DBus.Error.AccessDenied", client.EXIT_NOT_AUTHORIZED),
         ("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", client.EXIT_NOT_AUTHORIZED),
         ("org.freedesktop.DBus.Error.InvalidArgs", client.EXIT_USAGE),
@@ -183,6 +185,14 @@ def test_targets_resolve_and_unknown_names_exit_5() -> None:
 )
 def test_daemon_errors_become_exit_statuses(name: str, status: int) -> None:
     assert client.error_from_reply(name, ["why"], "Refresh", "system").status == status
+
+
+def test_a_disabled_service_is_reported_with_how_to_enable_it() -> None:
+    why = "Unit dbus-io.github.stunmeshd.StunMesh1.service not found."
+    error = client.error_from_reply(
+        "org.freedesktop.systemd1.NoSuchUnit", [why], "GetAll", "system"
+    )
+    assert why in str(error) and "systemctl enable --now stunmeshd" in str(error)
 
 
 def test_not_authorized_names_the_action_and_the_remedy_once() -> None:
