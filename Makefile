@@ -6,15 +6,14 @@ PY      := $(VENV)/bin/python
 # Debian packages the tests, the lab and the demo use (docs/testbed.md).
 DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nftables \
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
-           systemd procps libglib2.0-bin \
-           man-db bash-completion zsh fish
+           systemd procps libglib2.0-bin
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 
 PREFIX  ?= /usr
 DESTDIR ?=
 
-.PHONY: all deps venv test lint demo lab lab-shell lab-down install clean $(addprefix bench-,$(BENCHES))
+.PHONY: all deps venv test lint demo install clean $(addprefix bench-,$(BENCHES))
 
 all: test
 
@@ -45,6 +44,7 @@ demo: deps venv
 
 # The same lab kept up to try things by hand: `make lab`, then in another terminal
 # `make lab-shell HOST=A` (stunmeshctl, busctl and wg point at host A), `make lab-down`.
+.PHONY: lab lab-shell lab-down docs
 HOST    ?= A
 lab: deps venv
 	$(PY) -m stunmeshd.lab.shell up
@@ -53,14 +53,21 @@ lab-shell: venv
 lab-down: venv
 	$(PY) -m stunmeshd.lab.shell down
 
+# Man pages and shell completions, generated from the parsers and the config key list into
+# share/ (committed, installed from there; a test fails when they are stale: run this).
+# Their tests render the pages and load the completions in each shell.
+DEBS    += man-db bash-completion zsh fish
+docs: venv
+	$(PY) -m stunmeshd.docgen --out share
+
 # Benchmarks print their figures as key=value pairs on their last line (run as root).
 $(addprefix bench-,$(BENCHES)): bench-%: deps venv
 	$(PY) bench/$*.py
 
 # The package and the system files (bus policy, activation, introspection XML, polkit
 # actions, systemd unit) under conventional prefixes; DESTDIR is honoured for packagers.
-install: venv
-	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) DOCGEN_PYTHON=$(PY) packaging/install.sh
+install:
+	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) packaging/install.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

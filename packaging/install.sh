@@ -37,7 +37,3 @@ if [ "$data_only" = no ]; then
     "$PYTHON" -m pip install --no-deps --no-build-isolation --root "${DESTDIR:-/}" \
         --prefix "$PREFIX" "$here"
 fi
-
-# man pages (stunmeshd.8, stunmeshctl.1, stunmeshd.conf.5) and bash/zsh/fish completions,
-# generated from the argument parsers and the config key list; needs the package's deps
-PYTHONPATH="$here" "${DOCGEN_PYTHON:-$PYTHON}" -m stunmeshd.docgen --out "$DESTDIR$PREFIX/share" >/dev/null

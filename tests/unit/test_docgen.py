@@ -9,6 +9,7 @@ import dataclasses
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,17 +24,31 @@ from stunmeshd.docgen.roff import PAGES
 from stunmeshd.stores import cloudflare, opendht
 from tests.prereq import require_tools
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.fixture(scope="module")
-def share(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """What ``python -m stunmeshd.docgen --out DIR`` writes (the install step runs it)."""
-    out = tmp_path_factory.mktemp("share")
+def share() -> Path:
+    """The committed, installed files (share/ in the repository)."""
+    return REPO / "share"
+
+
+def test_committed_files_are_what_the_generator_writes(tmp_path: Path) -> None:
+    """share/ cannot drift from the parsers and the key list: `make docs` regenerates it."""
     subprocess.run(
-        [os.sys.executable, "-m", "stunmeshd.docgen", "--out", str(out)],
+        [sys.executable, "-m", "stunmeshd.docgen", "--out", str(tmp_path)],
         check=True,
         capture_output=True,
     )
-    return out
+    generated = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    committed = {
+        p.relative_to(REPO / "share"): p.read_text()
+        for p in (REPO / "share").rglob("*")
+        if p.is_file()
+    }
+    assert committed.keys() == generated.keys()
+    stale = [str(rel) for rel, text in generated.items() if committed[rel] != text]
+    assert not stale, f"stale (run `make docs`): {stale}"
 
 
 def render(path: Path) -> tuple[str, str]:
