@@ -1,8 +1,8 @@
 """The D-Bus layer: thin adapters that put the engine's model on the system bus (docs/dbus-api.md).
 
-The daemon needs only ``start_bus`` and ``BusService.close``; names live in ``names``.
-The exports load lazily, so a client importing ``stunmeshd.bus.names`` (stunmeshctl) does not
-pull in the engine.
+The daemon needs only ``start_daemon_bus`` (a ``BusKeeper``: ``failed`` and ``close``); tests
+use ``start_bus`` for one connection; names live in ``names``. The exports load lazily, so a
+client importing ``stunmeshd.bus.names`` (stunmeshctl) does not pull in the engine.
 """
 
 from __future__ import annotations
@@ -12,17 +12,26 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stunmeshd.bus.connection import BusError, BusUnreachable
-    from stunmeshd.bus.service import BusService, start_bus, start_daemon_bus
+    from stunmeshd.bus.keeper import BusKeeper, start_daemon_bus
+    from stunmeshd.bus.service import BusService, start_bus
 
 _EXPORTS = {
     "BusError": "stunmeshd.bus.connection",
     "BusUnreachable": "stunmeshd.bus.connection",
+    "BusKeeper": "stunmeshd.bus.keeper",
+    "start_daemon_bus": "stunmeshd.bus.keeper",
     "BusService": "stunmeshd.bus.service",
     "start_bus": "stunmeshd.bus.service",
-    "start_daemon_bus": "stunmeshd.bus.service",
 }
 
-__all__ = ["BusError", "BusService", "BusUnreachable", "start_bus", "start_daemon_bus"]
+__all__ = [
+    "BusError",
+    "BusKeeper",
+    "BusService",
+    "BusUnreachable",
+    "start_bus",
+    "start_daemon_bus",
+]
 
 
 def __getattr__(name: str) -> Any:
