@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import signal
@@ -19,7 +20,7 @@ from stunmeshd.config import Config
 from stunmeshd.engine import Engine
 from stunmeshd.errors import ConfigError
 from stunmeshd.logs import setup_logging
-from stunmeshd.model import Event, Model, PeerState
+from stunmeshd.model import Event, Model, PeerState, PeerStatus
 from stunmeshd.netwatch import NetWatch
 
 log = logging.getLogger("stunmeshd")
@@ -149,26 +150,44 @@ async def oneshot(engine: Engine, config: Config, wait: float, stop: asyncio.Eve
     if problems:
         log.error("oneshot: cannot succeed: %s", "; ".join(problems))
         return 1
-    configured = sum(len(i.peers) for i in config.interfaces.values())
+    # the configured peers, by interface and key: other Peer objects (peers the configuration
+    # disables, say) are not waited for
+    wanted = [
+        (name, base64.b64encode(p.public_key).decode(), p.label)
+        for name, icfg in config.interfaces.items()
+        for p in icfg.peers.values()
+    ]
     done = asyncio.Event()
     reported = -1
 
+    def states() -> list[tuple[str, PeerStatus | None]]:
+        out = []
+        for iface, key, label in wanted:
+            device = engine.model.devices.get(iface)
+            out.append((f"{iface}/{label}", device.peers.get(key) if device else None))
+        return out
+
+    def ready(status: PeerStatus | None) -> bool:
+        return status is not None and status.state in (PeerState.APPLIED, PeerState.CONNECTED)
+
     def check(_event: Event | None = None) -> None:
         nonlocal reported
-        peers = [p for d in engine.model.devices.values() for p in d.peers.values()]
-        ready = [p for p in peers if p.state in (PeerState.APPLIED, PeerState.CONNECTED)]
-        if len(ready) != reported:
-            reported = len(ready)
+        now = states()
+        count = sum(ready(status) for _, status in now)
+        if count != reported:
+            reported = count
             waiting = [
-                f"{p.interface}/{p.name} ({p.state.name.lower()})" for p in peers if p not in ready
+                f"{name} ({status.state.name.lower() if status else 'not managed'})"
+                for name, status in now
+                if not ready(status)
             ]
             log.info(
                 "oneshot: %d of %d peer(s) have an endpoint%s",
-                len(ready),
-                configured,
+                count,
+                len(wanted),
                 f"; waiting up to {wait:.0f} s for {', '.join(waiting)}" if waiting else "",
             )
-        if len(peers) == configured and len(ready) == configured:
+        if count == len(wanted):
             done.set()
 
     engine.model.subscribe(check)
@@ -186,14 +205,11 @@ async def oneshot(engine: Engine, config: Config, wait: float, stop: asyncio.Eve
         log.info("oneshot: every peer has an endpoint")
         return 0
     missing = [
-        f"{d.interface}/{p.name}: {p.state.name.lower()}"
-        + (f" ({p.last_error})" if p.last_error else "")
-        for d in engine.model.devices.values()
-        for p in d.peers.values()
-        if p.state not in (PeerState.APPLIED, PeerState.CONNECTED)
+        f"{name}: "
+        + (status.state.name.lower() if status else "not managed")
+        + (f" ({status.last_error})" if status and status.last_error else "")
+        for name, status in states()
+        if not ready(status)
     ]
-    managed = sum(len(d.peers) for d in engine.model.devices.values())
-    if managed < configured:
-        missing.append(f"{configured - managed} configured peer(s) not on their device")
     log.error("oneshot: not every peer got an endpoint within %.0f s: %s", wait, "; ".join(missing))
     return 1
