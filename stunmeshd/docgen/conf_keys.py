@@ -29,7 +29,7 @@ KEYS: tuple[Key, ...] = (
         "also reacts at once to network changes and re-fetches a missing record sooner "
         "(see docs/architecture.md, scheduling rules). Stores whose records expire shorten it "
         "(OpenDHT: 240 s).",
-        "A bare number is refused: stunmesh-go would read 600 as 600 nanoseconds.",
+        "reads a bare number (600) as nanoseconds; stunmeshd refuses one, with a hint.",
     ),
     Key("log.level", "debug, info, warn (or warning), error", "info", "The log level."),
     Key(
