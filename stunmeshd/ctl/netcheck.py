@@ -192,8 +192,10 @@ async def check_family(
             mapping = await classify_mapping(client, first, [a for _, a in targets])
             fam.mapping = mapping.value
             fam.filtering = await classify_filtering(client, first)
-    except OSError as exc:
-        fam.note = f"cannot probe: {exc.strerror or exc}"
+    except (OSError, StunError) as exc:  # e.g. --port without CAP_NET_RAW
+        fam.note = f"cannot probe: {getattr(exc, 'strerror', None) or exc}"
+        for probe, _ in targets:
+            probe.error = probe.error or fam.note
         return probes, fam, None
     if fam.mapping == NatMapping.UNKNOWN.value:
         fam.note = "mapping unknown: needs two STUN servers, or one with RFC 5780 OTHER-ADDRESS"
@@ -251,6 +253,9 @@ def verdict(report: Report) -> str:
     v6_ok = v6 is not None and v6.reachable
     v6_note = "; IPv6 works too" if v6_ok else ""
     if v4 is None or not v4.reachable:
+        unprobed = [f.note for f in report.families.values() if f.note.startswith("cannot probe")]
+        if unprobed and not v6_ok:
+            return f"nothing was measured: {unprobed[0].removeprefix('cannot probe: ')}"
         if v6_ok:
             return "only IPv6 works: peers need IPv6 (set protocol: ipv6 or dualstack)"
         return (
@@ -292,10 +297,10 @@ def render(report: Report) -> str:
     lines = [f"netcheck (standalone, {mode}; servers from {report.servers_from}):"]
     width = max((len(p.server) for p in report.probes), default=0)
     for probe in report.probes:
-        if probe.error:
-            result = f"failed: {probe.error}"
-        else:
+        if probe.rtt_ms is not None:
             result = f"{probe.rtt_ms:.1f} ms, mapped {probe.mapped}"
+        else:
+            result = f"failed: {probe.error or 'not probed'}"
         lines.append(f"  * STUN {probe.server:<{width}}  {probe.family}  {result}")
     for name, fam in report.families.items():
         label = "IPv4" if name == "ipv4" else "IPv6"
