@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from stunmeshd.applet.mirror import Tree
 from stunmeshd.bus.names import ACTION_REFRESH, DEVICE_IFACE, MANAGER_IFACE, PEER_IFACE, ROOT
-from stunmeshd.ctl import ago, state_name
+from stunmeshd.ctl.view import ago, state_name
 from stunmeshd.model import DeviceState, ManagerState, PeerState
 
 SEP = " — "
