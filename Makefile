@@ -3,7 +3,7 @@
 
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-# Debian packages the tests, the lab and the demo use (testbed.md).
+# Debian packages the tests, the lab and the demo use (docs/testbed.md).
 DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nftables \
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
            systemd procps libglib2.0-bin
@@ -55,6 +55,24 @@ typecheck: venv
 # The lab: two hosts behind NAT connect with stunmeshd (network namespaces; run as root).
 demo: deps venv
 	$(PY) -m stunmeshd.lab.demo
+
+# The same lab kept up to try things by hand: `make lab`, then in another terminal
+# `make lab-shell HOST=A` (stunmeshctl, busctl and wg point at host A), `make lab-down`.
+.PHONY: lab lab-shell lab-down docs
+HOST    ?= A
+lab: deps venv
+	$(PY) -m stunmeshd.lab.shell up
+lab-shell: venv
+	$(PY) -m stunmeshd.lab.shell shell $(HOST)
+lab-down: venv
+	$(PY) -m stunmeshd.lab.shell down
+
+# Man pages and shell completions, generated from the parsers and the config key list into
+# share/ (committed, installed from there; a test fails when they are stale: run this).
+# Their tests render the pages and load the completions in each shell.
+DEBS    += man-db bash-completion zsh fish
+docs: venv
+	$(PY) -m stunmeshd.docgen --out share
 
 # Benchmarks print their figures as key=value pairs on their last line (run as root).
 $(addprefix bench-,$(BENCHES)): bench-%: deps venv

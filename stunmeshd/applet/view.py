@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from stunmeshd.applet.mirror import Tree
 from stunmeshd.bus.names import ACTION_REFRESH, DEVICE_IFACE, MANAGER_IFACE, PEER_IFACE, ROOT
-from stunmeshd.ctl import ago, state_name
+from stunmeshd.ctl.view import ago, state_name
 from stunmeshd.model import DeviceState, ManagerState, PeerState
 
 SEP = " — "
@@ -108,7 +108,7 @@ def device_label(props: dict[str, object]) -> str:
 
 
 def peer_label(props: dict[str, object], now: float) -> str:
-    state = state_name(PeerState, props.get("State", 0)).replace("_", " ")
+    state = state_name(PeerState, props.get("State", 0)).replace("-", " ")
     parts = [str(props.get("Name") or "?"), state]
     parts.append(str(props.get("Endpoint") or "no endpoint"))
     handshake = ago(props.get("LatestHandshake", 0), now)

@@ -1,4 +1,4 @@
-"""The D-Bus layer: thin adapters that put the engine's model on the system bus (dbus-api.md).
+"""The D-Bus layer: thin adapters that put the engine's model on the system bus (docs/dbus-api.md).
 
 The daemon needs only ``start_daemon_bus`` (a ``BusKeeper``: ``failed`` and ``close``); tests
 use ``start_bus`` for one connection; names live in ``names``.
