@@ -249,6 +249,7 @@ def test_stunmeshctl_imports_only_client_modules() -> None:
     assert ours == {
         "stunmeshd",
         "stunmeshd.bus",
+        "stunmeshd.bus.address",
         "stunmeshd.bus.names",
         "stunmeshd.model",
         "stunmeshd.ctl",
