@@ -85,6 +85,11 @@ class InterfaceConfig:
     disabled: Mapping[str, DisabledPeer] = field(default_factory=dict)  # the ones that cannot
 
 
+DEFAULT_PLUGIN_TIMEOUT = 10.0  # s per store operation, for every store that is not told
+DEFAULT_REFRESH_INTERVAL = 600.0  # s, stunmesh-go's 10m
+DEFAULT_STUN_SERVER = "stun.l.google.com:19302"
+
+
 @dataclass(frozen=True, slots=True)
 class PluginConfig:
     """One store plugin instance. ``options`` holds backend keys (tokens!): never logged."""
@@ -95,16 +100,16 @@ class PluginConfig:
     command: str | None = None  # exec: program; shell: shell command line
     args: tuple[str, ...] = ()
     dedup: bool = False
-    timeout: float = 10.0  # seconds an operation may take before the plugin is killed/abandoned
+    timeout: float = DEFAULT_PLUGIN_TIMEOUT  # s an operation may take before it is abandoned
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     source: Path | None  # the file it came from
-    refresh_interval: float = 600.0  # seconds
+    refresh_interval: float = DEFAULT_REFRESH_INTERVAL
     log: LogConfig = field(default_factory=LogConfig)
-    stun_servers: tuple[str, ...] = ("stun.l.google.com:19302",)
+    stun_servers: tuple[str, ...] = (DEFAULT_STUN_SERVER,)
     ping_monitor: PingMonitorConfig = field(default_factory=PingMonitorConfig)
     interfaces: Mapping[str, InterfaceConfig] = field(default_factory=dict)
     plugins: Mapping[str, PluginConfig] = field(default_factory=dict)
@@ -131,8 +136,6 @@ class Config:
 # schema, not YAML 1.1's loose typing, decides what a scalar means. Reading a file blocks: call
 # load_config before the event loop starts, or through asyncio.to_thread (e.g. on Reload).
 # ------------------------------------------------------------------------------------------
-
-DEFAULT_STUN_SERVER = "stun.l.google.com:19302"
 
 #: Directories searched, in order, for CONFIG_NAMES when neither -c nor --config-dir is given:
 #: stunmeshd's own first, then stunmesh-go's, so one file can serve both tools. A ``$VAR``
@@ -177,7 +180,6 @@ _ZEROLOG_NUMBERS: Mapping[int, str] = {
 
 #: Plugin keys stunmeshd itself reads; every other key of a plugin goes to PluginConfig.options.
 GENERIC_PLUGIN_KEYS = frozenset({"type", "name", "command", "args", "dedup", "timeout"})
-DEFAULT_PLUGIN_TIMEOUT = 10.0
 MAX_CONFIG_BYTES = 1 << 20
 
 # Interface keys stunmesh-go has for other platforms: accepted, warned about.
@@ -639,7 +641,9 @@ class _Parser:
                 root, None, f"the top level must be a mapping of settings, not {_kind(root)}"
             )
         top = self._fields(root, "", _TOP_KEYS)
-        refresh = self._duration_key(top, "refresh_interval", "", 600.0, positive=True)
+        refresh = self._duration_key(
+            top, "refresh_interval", "", DEFAULT_REFRESH_INTERVAL, positive=True
+        )
         log = self._log(top)
         stun = self._stun(top, root)
         ping_monitor = self._ping_monitor(top)

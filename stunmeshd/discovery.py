@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from stunmeshd.endpoints import format_endpoint
 from stunmeshd.errors import StunError
 from stunmeshd.model import NatMapping
-from stunmeshd.stun.client import BindingResult, StunClient, resolve_servers
+from stunmeshd.stun.client import DEFAULT_RTO, BindingResult, StunClient, resolve_servers
 from stunmeshd.stun.rawsock import RawStunTransport
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Discovery:
 @dataclass(frozen=True, slots=True)
 class StunSettings:
     servers: tuple[str, ...]
-    rto: float = 0.5
+    rto: float = DEFAULT_RTO
     sock_factory: SockFactory | None = None  # tests create sockets inside a lab namespace
 
 

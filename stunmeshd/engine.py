@@ -1219,8 +1219,6 @@ class Engine:
             ",".join(new.interfaces) or "-",
         )
 
-    # ---- requests ----------------------------------------------------------------------
-
     # ---- network events (netwatch) -----------------------------------------------------
 
     def on_link(self, ifname: str, present: bool) -> None:

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from stunmeshd.config import PluginConfig
+from stunmeshd.config import DEFAULT_PLUGIN_TIMEOUT, PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
 from stunmeshd.stores.base import PLAIN, check_key, check_value
 from stunmeshd.stores.http import PooledSession, read_bounded, transport_reason
@@ -155,7 +155,7 @@ class CloudflareStore(PooledSession):
         token: str,
         subdomain: str = "",
         api_base: str = API_BASE,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_PLUGIN_TIMEOUT,
         dedup: bool = False,
     ) -> None:
         self.name = name

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from stunmeshd.config import PluginConfig, parse_duration
+from stunmeshd.config import DEFAULT_PLUGIN_TIMEOUT, PluginConfig, parse_duration
 from stunmeshd.errors import ConfigError, StoreError
 from stunmeshd.stores.base import StoreCapabilities, check_key, check_value
 from stunmeshd.stores.http import PooledSession, read_bounded, transport_reason
@@ -196,7 +196,7 @@ class OpenDHTStore(PooledSession):
         *,
         endpoints: Sequence[str],
         magic: str = DEFAULT_MAGIC,
-        timeout: float = 15.0,
+        timeout: float = DEFAULT_PLUGIN_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not endpoints:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
-from stunmeshd.config import PluginConfig
+from stunmeshd.config import DEFAULT_PLUGIN_TIMEOUT, PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
 from stunmeshd.stores.base import PLAIN
 
@@ -191,7 +191,9 @@ class ProgramStore:
     kind = "program"  # "exec" / "shell": used in messages
     capabilities = PLAIN
 
-    def __init__(self, name: str, argv: Sequence[str], *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], *, timeout: float = DEFAULT_PLUGIN_TIMEOUT
+    ) -> None:
         self.name = name
         self.argv = tuple(argv)
         self.timeout = timeout

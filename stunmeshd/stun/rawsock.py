@@ -20,7 +20,12 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from stunmeshd.errors import StunError
-from stunmeshd.stun.client import DEFAULT_MAX_TRANSMISSIONS, BindingResult, StunClient
+from stunmeshd.stun.client import (
+    DEFAULT_MAX_TRANSMISSIONS,
+    DEFAULT_RTO,
+    BindingResult,
+    StunClient,
+)
 from stunmeshd.stun.codec import MAGIC_COOKIE
 
 SO_ATTACH_FILTER = 26  # <asm-generic/socket.h>; not exported by Python's socket module
@@ -271,7 +276,7 @@ async def discover(
     port: int,
     family: int = socket.AF_INET,
     fwmark: int = 0,
-    rto: float = 0.5,
+    rto: float = DEFAULT_RTO,
     sock_factory: SockFactory | None = None,
     max_transmissions: int = DEFAULT_MAX_TRANSMISSIONS,
     final_wait: float | None = None,
