@@ -4,8 +4,9 @@ Builds its own lab (root needed): wireguard-go holds UDP 51820 on hostA behind a
 port-changing NAT, coturn answers in the wan namespace. Inside hostA, in one event loop,
 rounds alternate between
 
-* raw   — the engine's full ``stunmeshd.stun.discover()`` call: open a raw socket, attach the
-          BPF filter, send from port 51820, match the answer, close;
+* raw   — the engine's per-family discovery (``discovery.discover_family``, unclassified):
+          open a raw socket, attach the BPF filter, send from port 51820, match the answer,
+          close;
 * plain — one Binding round trip on an already open, ordinary UDP socket (same codec),
 
 to the same coturn address; medians of ``--rounds`` each. The last line is
@@ -32,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from stunmeshd.discovery import StunSettings, discover_family
 from stunmeshd.lab.topology import Lab, NatMode
-from stunmeshd.stun import discover
 from stunmeshd.stun.codec import encode_binding_request, parse_binding_response
 
 WG_PORT = 51820
@@ -74,7 +75,7 @@ async def measure(
                     await asyncio.sleep(gap)  # let the machine go idle, as between discoveries
                 t0 = time.perf_counter()
                 if kind == "raw":
-                    result = await discover(servers, port=WG_PORT)
+                    result, _ = await discover_family(StunSettings(servers), port=WG_PORT)
                 else:
                     await plain_round_trip(sock, server)
                 elapsed = time.perf_counter() - t0

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from stunmeshd.endpoints import format_endpoint
 from stunmeshd.errors import StunError
 from stunmeshd.model import NatMapping
-from stunmeshd.stun.client import DEFAULT_RTO, BindingResult, StunClient, resolve_servers
+from stunmeshd.stun.client import (
+    DEFAULT_MAX_TRANSMISSIONS,
+    DEFAULT_RTO,
+    BindingResult,
+    StunClient,
+    resolve_servers,
+)
 from stunmeshd.stun.rawsock import RawStunTransport
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,9 @@ class Discovery:
 class StunSettings:
     servers: tuple[str, ...]
     rto: float = DEFAULT_RTO
+    max_transmissions: int = DEFAULT_MAX_TRANSMISSIONS
+    final_wait: float | None = None  # None: the client's RFC 8489 default (Rm x RTO)
+    stagger: float | None = None  # None: the client's default
     sock_factory: SockFactory | None = None  # tests create sockets inside a lab namespace
 
 
@@ -68,7 +77,10 @@ async def discover(
     """
     families = FAMILIES.get(protocol, (socket.AF_INET,))
     results = await asyncio.gather(
-        *(_discover_family(settings, family, port, fwmark, classify) for family in families),
+        *(
+            discover_family(settings, port=port, family=family, fwmark=fwmark, classify=classify)
+            for family in families
+        ),
         return_exceptions=True,
     )
     endpoints: dict[str, str] = {}
@@ -81,8 +93,8 @@ async def discover(
                 raise result
             errors[name] = str(result) or type(result).__name__
             continue
-        endpoint, mapping = result
-        endpoints[name] = endpoint
+        binding, mapping = result
+        endpoints[name] = format_endpoint(*binding.mapped)
         mappings.append(mapping)
     return Discovery(endpoints=endpoints, nat_mapping=_combine(mappings), errors=errors)
 
@@ -100,15 +112,31 @@ def _combine(mappings: Sequence[NatMapping]) -> NatMapping:
     return NatMapping.UNKNOWN
 
 
-async def _discover_family(
-    settings: StunSettings, family: int, port: int, fwmark: int, classify: bool
-) -> tuple[str, NatMapping]:
+async def discover_family(
+    settings: StunSettings,
+    *,
+    port: int,
+    family: int = socket.AF_INET,
+    fwmark: int = 0,
+    classify: bool = False,
+) -> tuple[BindingResult, NatMapping]:
+    """The public mapping of UDP ``port`` (WireGuard's) for one family, and with ``classify``
+    the NAT's mapping behaviour. Raises StunError (missing capability, no answer, ...).
+
+    A raw socket is opened for this discovery only, so nothing listens between discoveries.
+    """
     async with RawStunTransport(
         family, port, fwmark=fwmark, sock_factory=settings.sock_factory
     ) as transport:
-        client = StunClient(transport, rto=settings.rto)
+        client = StunClient(
+            transport,
+            rto=settings.rto,
+            max_transmissions=settings.max_transmissions,
+            final_wait=settings.final_wait,
+            stagger=settings.stagger,
+            family=family,
+        )
         first = await client.discover(settings.servers)
-        endpoint = format_endpoint(*first.mapped)
         mapping = NatMapping.UNKNOWN
         if classify:
             servers = await _resolved(settings.servers, family)
@@ -117,7 +145,7 @@ async def _discover_family(
                 first,
                 servers,
             )
-        return endpoint, mapping
+        return first, mapping
 
 
 async def _resolved(servers: Sequence[str], family: int) -> list[tuple[str, int]]:

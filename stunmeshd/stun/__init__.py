@@ -1,7 +1,7 @@
 """STUN discovery: a sans-IO codec, a transaction client, and a raw-socket transport.
 
-The engine calls :func:`discover` (raw socket from WireGuard's port); the pieces are public
-so tests and tools can use them apart.
+The engine discovers through :mod:`stunmeshd.discovery` (a raw socket from WireGuard's port,
+per family); the pieces are public so tests and tools can use them apart.
 """
 
 from stunmeshd.stun.client import (
@@ -15,7 +15,7 @@ from stunmeshd.stun.client import (
     resolve_servers,
 )
 from stunmeshd.stun.codec import BindingResponse, StunParseError
-from stunmeshd.stun.rawsock import RawStunTransport, discover
+from stunmeshd.stun.rawsock import RawStunTransport
 
 __all__ = [
     "BindingResponse",
@@ -26,7 +26,6 @@ __all__ = [
     "StunClient",
     "StunParseError",
     "StunTransactionError",
-    "discover",
     "format_address",
     "parse_server",
     "resolve_servers",

@@ -20,12 +20,6 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from stunmeshd.errors import StunError
-from stunmeshd.stun.client import (
-    DEFAULT_MAX_TRANSMISSIONS,
-    DEFAULT_RTO,
-    BindingResult,
-    StunClient,
-)
 from stunmeshd.stun.codec import MAGIC_COOKIE
 
 SO_ATTACH_FILTER = 26  # <asm-generic/socket.h>; not exported by Python's socket module
@@ -268,32 +262,3 @@ class RawStunTransport:
                 unwrapped = unwrap_ipv6(packet, source[0], self.port)
             if unwrapped is not None:
                 return unwrapped
-
-
-async def discover(
-    servers: Sequence[str],
-    *,
-    port: int,
-    family: int = socket.AF_INET,
-    fwmark: int = 0,
-    rto: float = DEFAULT_RTO,
-    sock_factory: SockFactory | None = None,
-    max_transmissions: int = DEFAULT_MAX_TRANSMISSIONS,
-    final_wait: float | None = None,
-    stagger: float | None = None,
-) -> BindingResult:
-    """Discover the public mapping of UDP ``port`` (WireGuard's) through ``servers``.
-
-    Opens a raw socket for this discovery only, so nothing listens between discoveries.
-    Raises StunError (missing capability, no server answered, ...).
-    """
-    async with RawStunTransport(family, port, fwmark=fwmark, sock_factory=sock_factory) as tr:
-        client = StunClient(
-            tr,
-            rto=rto,
-            max_transmissions=max_transmissions,
-            final_wait=final_wait,
-            stagger=stagger,
-            family=family,
-        )
-        return await client.discover(servers)

@@ -19,11 +19,11 @@ import pytest
 
 from stunmeshd import crypto
 from stunmeshd.bus.names import DEVICE_IFACE, PEER_IFACE
+from stunmeshd.discovery import StunSettings, discover_family
 from stunmeshd.lab.mesh import MeshLab, Node
 from stunmeshd.lab.netns import LabError, Namespace
 from stunmeshd.lab.topology import WAN_A_IP6, WAN_B_IP, WAN_B_IP6, Lab
 from stunmeshd.model import PeerState
-from stunmeshd.stun import discover
 from tests.bus.helpers import managed_objects
 from tests.bus.sysbus import PrivateBus
 
@@ -59,9 +59,8 @@ async def test_lab_firewall_lets_only_replies_in() -> None:
             assert await _recv(sock_b) == b"answer"  # the first thing B ever got
         # IPv4 is still there and still translated
         assert await lab.ping(lab.b, WAN_B_IP)
-        found = await discover(
-            lab.stun_servers, port=51820, family=socket.AF_INET6, sock_factory=lab.a.host.socket
-        )
+        settings = StunSettings(tuple(lab.stun_servers), sock_factory=lab.a.host.socket)
+        found, _ = await discover_family(settings, port=51820, family=socket.AF_INET6)
         assert found.mapped == (lab.a.lan_ip6, 51820)  # XOR-MAPPED-ADDRESS, no NAT on IPv6
         assert found.server == (WAN_A_IP6, 3478)  # the IPv4 servers were skipped
         assert found.other_address == (WAN_B_IP6, 3479)  # RFC 5780 alternate, IPv6 too

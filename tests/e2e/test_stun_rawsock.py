@@ -12,13 +12,15 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from stunmeshd.discovery import StunSettings, discover_family
 from stunmeshd.errors import StunError
 from stunmeshd.lab.netns import Namespace
 from stunmeshd.lab.topology import WAN_A_IP, WAN_B_IP, Lab, NatMode, WireGuard
-from stunmeshd.stun import RawStunTransport, StunClient, discover, format_address
+from stunmeshd.stun import BindingResult, RawStunTransport, StunClient, format_address
 from stunmeshd.stun.codec import encode_binding_response, parse_message
 from stunmeshd.stun.rawsock import attach_filter, ipv4_filter, ipv6_filter
 
@@ -28,6 +30,20 @@ WG_PORT = 51820
 A_PUBLIC = ("198.51.100.10", 40000)  # hostA's 51820 through the port-changing NAT
 B_PUBLIC = ("203.0.113.20", 51820)  # hostB's 51820 through the port-keeping NAT
 FAKE_MAPPING = ("203.0.113.66", 6666)  # what the spoofed answers claim
+
+
+async def public_mapping(
+    servers: list[str],
+    *,
+    port: int,
+    family: int = socket.AF_INET,
+    fwmark: int = 0,
+    **knobs: Any,
+) -> BindingResult:
+    """The daemon's discovery of one family (discovery.discover_family), unclassified."""
+    settings = StunSettings(tuple(servers), **knobs)
+    result, _ = await discover_family(settings, port=port, family=family, fwmark=fwmark)
+    return result
 
 
 @pytest.fixture
@@ -74,8 +90,8 @@ async def test_discovery_from_wireguards_port_through_nat_and_the_tunnel_still_w
     wg_b = await lab.start_wireguard(lab.b)
     assert f":{WG_PORT}" in await _udp_ports(lab.a.host)  # wireguard-go holds the port
 
-    found_a = await discover(lab.stun_servers, port=WG_PORT, sock_factory=lab.a.host.socket)
-    found_b = await discover(lab.stun_servers, port=WG_PORT, sock_factory=lab.b.host.socket)
+    found_a = await public_mapping(lab.stun_servers, port=WG_PORT, sock_factory=lab.a.host.socket)
+    found_b = await public_mapping(lab.stun_servers, port=WG_PORT, sock_factory=lab.b.host.socket)
     # The NAT changed A's port: the answer is the mapping, not the local port.
     assert found_a.mapped == A_PUBLIC
     assert found_a.server == (WAN_A_IP, 3478)
@@ -91,7 +107,7 @@ async def test_discovery_from_wireguards_port_through_nat_and_the_tunnel_still_w
 
     # WireGuard also receives every STUN answer on its port; it must shrug them off.
     for _ in range(20):
-        again = await discover(lab.stun_servers, port=WG_PORT, sock_factory=lab.a.host.socket)
+        again = await public_mapping(lab.stun_servers, port=WG_PORT, sock_factory=lab.a.host.socket)
         assert again.mapped == A_PUBLIC
     assert wg_a.process.returncode is None
     assert await lab.ping(lab.a, wg_b.tunnel_ip, count=3)
@@ -149,7 +165,7 @@ async def test_spoofed_answers_are_ignored(lab: Lab) -> None:
 async def test_silent_first_server_falls_back_to_the_second(lab: Lab) -> None:
     await lab.start_wireguard(lab.a)
     dead = f"{WAN_A_IP}:3999"  # nothing listens there
-    result = await discover(
+    result = await public_mapping(
         [dead, f"{WAN_B_IP}:3478"], port=WG_PORT, sock_factory=lab.a.host.socket
     )
     assert result.server == (WAN_B_IP, 3478)
@@ -159,7 +175,7 @@ async def test_silent_first_server_falls_back_to_the_second(lab: Lab) -> None:
 async def test_no_server_answering_is_a_clear_error(lab: Lab) -> None:
     await lab.stop_coturn()
     with pytest.raises(StunError) as info:
-        await discover(
+        await public_mapping(
             lab.stun_servers,
             port=WG_PORT,
             sock_factory=lab.a.host.socket,
@@ -177,7 +193,9 @@ async def test_rfc3489_server_stund(lab: Lab) -> None:
     """stund (RFC 3489): MAPPED-ADDRESS, CHANGED-ADDRESS and SOURCE-ADDRESS are understood."""
     await lab.spawn(lab.wan, "stund", "-h", WAN_A_IP, "-a", WAN_B_IP, "-p", "3480", "-o", "3481")
     await lab.wait_udp_listening(lab.wan, 3480, addresses=(WAN_A_IP, WAN_B_IP))
-    result = await discover([f"{WAN_A_IP}:3480"], port=WG_PORT, sock_factory=lab.a.host.socket)
+    result = await public_mapping(
+        [f"{WAN_A_IP}:3480"], port=WG_PORT, sock_factory=lab.a.host.socket
+    )
     assert result.mapped == A_PUBLIC
     assert result.other_address == (WAN_B_IP, 3481)
     assert result.response_origin == (WAN_A_IP, 3480)
@@ -214,7 +232,7 @@ async def test_ipv6_discovery_from_wireguards_port(lab: Lab) -> None:
     await lab.start_wireguard(lab.a)
     assert f"[::]:{WG_PORT}" in await _udp_ports(host)  # wireguard-go holds the v6 port too
 
-    result = await discover(
+    result = await public_mapping(
         ["[2001:db8:1::1]:3478", WAN_A_IP],  # the IPv4 literal is skipped for IPv6
         port=WG_PORT,
         family=socket.AF_INET6,
@@ -230,21 +248,21 @@ async def test_fwmark_steers_the_requests(lab: Lab) -> None:
     await host.run("ip", "rule", "add", "fwmark", "0x5ca1e", "lookup", "100")
     await host.run("ip", "route", "add", "unreachable", "default", "table", "100")
     servers = lab.stun_servers[:1]
-    plain = await discover(servers, port=WG_PORT, sock_factory=host.socket)
+    plain = await public_mapping(servers, port=WG_PORT, sock_factory=host.socket)
     assert plain.mapped == A_PUBLIC
     with pytest.raises(StunError, match="send failed"):
-        await discover(servers, port=WG_PORT, fwmark=0x5CA1E, sock_factory=host.socket)
+        await public_mapping(servers, port=WG_PORT, fwmark=0x5CA1E, sock_factory=host.socket)
 
 
 async def test_without_cap_net_raw_the_error_says_so() -> None:
     code = (
         "import asyncio\n"
-        "from stunmeshd.stun import discover\n"
+        "from stunmeshd.discovery import StunSettings, discover_family\n"
         "from stunmeshd.errors import StunError\n"
         "try:\n"
         # loopback only: should the capability drop ever fail, nothing leaves the host
-        "    asyncio.run(discover(['127.0.0.1:3478'], port=51820, max_transmissions=1,"
-        " final_wait=0.1))\n"
+        "    settings = StunSettings(('127.0.0.1:3478',), max_transmissions=1, final_wait=0.1)\n"
+        "    asyncio.run(discover_family(settings, port=51820))\n"
         "except StunError as exc:\n"
         "    print(exc)\n"
     )
