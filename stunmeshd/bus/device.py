@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from dbus_fast import DBusError
-from dbus_fast.service import PropertyAccess, dbus_method, dbus_property, dbus_signal
+from dbus_fast.service import dbus_method, dbus_signal
 
 from stunmeshd.bus.bounded import caller_text
 from stunmeshd.bus.context import BusContext
@@ -22,20 +22,13 @@ from stunmeshd.bus.options import REFRESH_OPTIONS, parse_options
 from stunmeshd.bus.properties import Prop, PropertyTable, TableInterface, number, text, texts
 from stunmeshd.bus.refresh import run_refresh
 from stunmeshd.bus.types import (
-    DBusInt32,
     DBusObjectPath,
     DBusStr,
-    DBusUInt16,
-    DBusUInt32,
-    DBusUInt64,
-    ObjectPaths,
     Options,
     Strings,
     SuccessAndError,
 )
 from stunmeshd.model import DeviceStatus
-
-READ = PropertyAccess.READ
 
 
 def peer_paths(device: DeviceStatus) -> list[str]:
@@ -148,61 +141,3 @@ class DeviceInterface(TableInterface):
                     f"no managed peer {caller_text(key)} on {self.status.interface}",
                 )
             return peer_path(peer.id)
-
-    # ---- properties --------------------------------------------------------------------
-
-    @dbus_property(access=READ, name="Interface")
-    def interface(self) -> DBusStr:
-        return self.prop("Interface")
-
-    @dbus_property(access=READ, name="Ifindex")
-    def ifindex(self) -> DBusInt32:
-        return self.prop("Ifindex")
-
-    @dbus_property(access=READ, name="Backend")
-    def backend(self) -> DBusStr:
-        return self.prop("Backend")
-
-    @dbus_property(access=READ, name="PublicKey")
-    def public_key(self) -> DBusStr:
-        return self.prop("PublicKey")
-
-    @dbus_property(access=READ, name="ListenPort")
-    def listen_port(self) -> DBusUInt16:
-        return self.prop("ListenPort")
-
-    @dbus_property(access=READ, name="FwMark")
-    def fwmark(self) -> DBusUInt32:
-        return self.prop("FwMark")
-
-    @dbus_property(access=READ, name="Protocol")
-    def protocol(self) -> DBusStr:
-        return self.prop("Protocol")
-
-    @dbus_property(access=READ, name="State")
-    def state(self) -> DBusUInt32:
-        return self.prop("State")
-
-    @dbus_property(access=READ, name="LastError")
-    def last_error(self) -> DBusStr:
-        return self.prop("LastError")
-
-    @dbus_property(access=READ, name="PublicEndpoints")
-    def public_endpoints(self) -> Strings:
-        return self.prop("PublicEndpoints")
-
-    @dbus_property(access=READ, name="NatMapping")
-    def nat_mapping(self) -> DBusStr:
-        return self.prop("NatMapping")
-
-    @dbus_property(access=READ, name="LastRefresh")
-    def last_refresh(self) -> DBusUInt64:
-        return self.prop("LastRefresh")
-
-    @dbus_property(access=READ, name="NextRefresh")
-    def next_refresh(self) -> DBusUInt64:
-        return self.prop("NextRefresh")
-
-    @dbus_property(access=READ, name="Peers")
-    def peers(self) -> ObjectPaths:
-        return self.prop("Peers")

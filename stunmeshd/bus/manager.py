@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from dbus_fast import DBusError
-from dbus_fast.service import PropertyAccess, dbus_method, dbus_property, dbus_signal
+from dbus_fast.service import dbus_method, dbus_signal
 
 from stunmeshd import __version__, logs
 from stunmeshd.bus.bounded import caller_text
@@ -24,17 +24,13 @@ from stunmeshd.bus.refresh import run_refresh
 from stunmeshd.bus.types import (
     DBusObjectPath,
     DBusStr,
-    DBusUInt32,
-    DBusUInt64,
     ObjectPaths,
     Options,
     StringMap,
-    Strings,
 )
 from stunmeshd.errors import ConfigError
 from stunmeshd.model import ManagerState
 
-READ = PropertyAccess.READ
 RELOAD_BOUND = 20.0  # s: a reload waits for stores to close; answer before the client gives up
 
 
@@ -194,29 +190,3 @@ class ManagerInterface(TableInterface):
     def _require_running(self) -> None:
         if self.ctx.model.state in (ManagerState.STOPPING, ManagerState.UNKNOWN):
             raise DBusError(Error.NOT_READY, "the daemon is not running")
-
-    # ---- properties --------------------------------------------------------------------
-
-    @dbus_property(access=READ, name="Version")
-    def version(self) -> DBusStr:
-        return self.prop("Version")
-
-    @dbus_property(access=READ, name="State")
-    def state(self) -> DBusUInt32:
-        return self.prop("State")
-
-    @dbus_property(access=READ, name="Devices")
-    def devices(self) -> ObjectPaths:
-        return self.prop("Devices")
-
-    @dbus_property(access=READ, name="StunServers")
-    def stun_servers(self) -> Strings:
-        return self.prop("StunServers")
-
-    @dbus_property(access=READ, name="RefreshInterval")
-    def refresh_interval(self) -> DBusUInt64:
-        return self.prop("RefreshInterval")
-
-    @dbus_property(access=READ, name="LogLevel")
-    def log_level(self) -> DBusStr:
-        return self.prop("LogLevel")

@@ -9,7 +9,7 @@ Read-only state plus ``Refresh``; the store's options (tokens) never appear, onl
 from typing import Any
 
 from dbus_fast import DBusError
-from dbus_fast.service import PropertyAccess, dbus_method, dbus_property
+from dbus_fast.service import dbus_method
 
 from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.errors import translated
@@ -17,10 +17,8 @@ from stunmeshd.bus.names import PEER_IFACE, Error, device_path, peer_path
 from stunmeshd.bus.options import REFRESH_OPTIONS, parse_options
 from stunmeshd.bus.properties import Prop, PropertyTable, TableInterface, number, text
 from stunmeshd.bus.refresh import run_refresh
-from stunmeshd.bus.types import DBusObjectPath, DBusStr, DBusUInt32, DBusUInt64, Options
+from stunmeshd.bus.types import Options
 from stunmeshd.model import PeerStatus
-
-READ = PropertyAccess.READ
 
 PEER_PROPERTIES = PropertyTable(
     [
@@ -78,57 +76,3 @@ class PeerInterface(TableInterface):
 
     async def _refresh_peer(self, key: str) -> list[Any]:
         return [await self.ctx.engine.refresh_peer(key)]
-
-    # ---- properties --------------------------------------------------------------------
-
-    @dbus_property(access=READ, name="Device")
-    def device(self) -> DBusObjectPath:
-        return self.prop("Device")
-
-    @dbus_property(access=READ, name="Name")
-    def name_(self) -> DBusStr:
-        return self.prop("Name")
-
-    @dbus_property(access=READ, name="PublicKey")
-    def public_key(self) -> DBusStr:
-        return self.prop("PublicKey")
-
-    @dbus_property(access=READ, name="Store")
-    def store(self) -> DBusStr:
-        return self.prop("Store")
-
-    @dbus_property(access=READ, name="State")
-    def state(self) -> DBusUInt32:
-        return self.prop("State")
-
-    @dbus_property(access=READ, name="LastError")
-    def last_error(self) -> DBusStr:
-        return self.prop("LastError")
-
-    @dbus_property(access=READ, name="Endpoint")
-    def endpoint(self) -> DBusStr:
-        return self.prop("Endpoint")
-
-    @dbus_property(access=READ, name="DiscoveredEndpoint")
-    def discovered_endpoint(self) -> DBusStr:
-        return self.prop("DiscoveredEndpoint")
-
-    @dbus_property(access=READ, name="LatestHandshake")
-    def latest_handshake(self) -> DBusUInt64:
-        return self.prop("LatestHandshake")
-
-    @dbus_property(access=READ, name="LastUpdate")
-    def last_update(self) -> DBusUInt64:
-        return self.prop("LastUpdate")
-
-    @dbus_property(access=READ, name="RxBytes")
-    def rx_bytes(self) -> DBusUInt64:
-        return self.prop("RxBytes")
-
-    @dbus_property(access=READ, name="TxBytes")
-    def tx_bytes(self) -> DBusUInt64:
-        return self.prop("TxBytes")
-
-    @dbus_property(access=READ, name="Description")
-    def description(self) -> DBusStr:
-        return self.prop("Description")

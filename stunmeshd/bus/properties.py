@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dbus_fast import Variant
 from dbus_fast import introspection as intr
-from dbus_fast.service import ServiceInterface
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import ServiceInterface, dbus_property
 
 from stunmeshd.bus.connection import ValuesProvider
 from stunmeshd.bus.names import PROPERTIES_IFACE
@@ -72,11 +73,36 @@ class PropertyTable:
         return {name: self.variant(name, obj) for name in names}
 
 
+def _read_only(prop: Prop) -> Any:
+    """The dbus-fast property of ``prop``: a getter reading the table, typed by its signature."""
+
+    def getter(self: TableInterface) -> Any:
+        return self.prop(prop.name)
+
+    # dbus-fast takes a return annotation that looks like a signature as the signature
+    getter.__annotations__ = {"return": prop.signature}
+    getter.__name__ = getter.__qualname__ = f"property_{prop.name}"
+    return dbus_property(access=PropertyAccess.READ, name=prop.name)(getter)
+
+
 class TableInterface(ValuesProvider, ServiceInterface):
     """An exported interface whose properties come from ``table`` over one model object.
 
+    Each row of ``table`` is exported as a read-only property: adding a property is adding a
+    row (and its line in dbus/*.xml, which tests/bus/test_units.py compares with the code).
     Signals are sent straight from ``path`` (see ``StunMeshBus.emit``).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table = cls.__dict__.get("table")
+        if table is None:
+            return
+        for prop in table.props.values():
+            attr = f"property_{prop.name}"
+            if attr in cls.__dict__:
+                raise TypeError(f"{cls.__name__}.{attr}: properties come from the table")
+            setattr(cls, attr, _read_only(prop))
 
     table: ClassVar[PropertyTable]
     # names of method out-args and signal args by member: dbus-fast leaves them unnamed, and

@@ -168,7 +168,7 @@ def test_property_values_follow_the_model_and_never_raise() -> None:
     assert values["State"] == 4 and values["RxBytes"] == 10 and values["Name"] == "office"
     object.__setattr__(peer, "rx_bytes", -1)  # impossible for "t"
     object.__setattr__(peer, "name", None)
-    assert peer_iface.rx_bytes == 0 and peer_iface.name_ == ""
+    assert peer_iface.property_RxBytes == 0 and peer_iface.property_Name == ""  # exported getters
 
 
 def test_changed_fields_map_to_property_names() -> None:
@@ -270,3 +270,20 @@ def test_activation_file_hands_over_to_systemd() -> None:
     assert "Name=io.github.stunmeshd.StunMesh1" in text
     assert "Exec=/bin/false" in text
     assert "SystemdService=dbus-io.github.stunmeshd.StunMesh1.service" in text
+
+
+def test_properties_are_declared_once_in_the_table() -> None:
+    """Each table row becomes the exported getter; a hand-written second one is refused."""
+    peer_iface = interfaces()[PEER_IFACE]
+    exported = {p.name for p in peer_iface.introspect().properties}
+    assert exported == set(peer_iface.table.props)
+
+    from stunmeshd.bus.properties import Prop, PropertyTable, TableInterface
+
+    with pytest.raises(TypeError, match="properties come from the table"):
+
+        class Twice(TableInterface):
+            table = PropertyTable([Prop("Thing", "s", str, (), "")])
+
+            def property_Thing(self) -> str:
+                return "hand-written"
