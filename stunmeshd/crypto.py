@@ -21,12 +21,15 @@ from typing import Any
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 
+from stunmeshd.endpoint_policy import refusal
 from stunmeshd.errors import RecordError
 
 KEY_LEN = 32  # WireGuard / X25519 key length
 NONCE_LEN = Box.NONCE_SIZE  # 24
 TAG_LEN = 16  # Poly1305
 _MAX_ENDPOINT_TEXT = 64  # longest "[v6]:port" is 47 chars; longer is garbage
+# A record is about 100 bytes; room for fields a future version may add, not for abuse.
+MAX_RECORD_JSON = 4096
 
 
 def _check_key(key: bytes, what: str) -> None:
@@ -71,9 +74,9 @@ def _port(text: str, port: str) -> int:
 def normalize_endpoint(text: str, family: int) -> str:
     """``ip:port`` (family 4) or ``[ip]:port`` (family 6), checked and in canonical form.
 
-    IPv6 comes back in RFC 5952 form. Hosts must be IP literals of the right family;
-    unspecified and multicast addresses are refused because no peer can be reached there.
-    Raises RecordError with the reason.
+    IPv6 comes back in RFC 5952 form. Hosts must be IP literals of the right family, and
+    ``endpoint_policy`` must accept them (no loopback, multicast, ...: no peer can be reached
+    there). Raises RecordError with the reason.
     """
     if not isinstance(text, str):
         raise RecordError(f"ipv{family} endpoint must be a string, not {type(text).__name__}")
@@ -90,8 +93,7 @@ def normalize_endpoint(text: str, family: int) -> str:
         except ValueError:
             raise RecordError(f"ipv4 endpoint {shown!r}: {host!r} is not an IPv4 address") from None
         port_number = _port(shown, port)
-        if address.is_unspecified or address.is_multicast or address == _V4_BROADCAST:
-            raise RecordError(f"ipv4 endpoint {shown!r}: {address} cannot be a peer's address")
+        _check_policy(shown, family, address, port_number)
         return f"{address}:{port_number}"
     if family == 6:
         if not text.startswith("[") or "]:" not in text:
@@ -104,15 +106,17 @@ def normalize_endpoint(text: str, family: int) -> str:
         except ValueError:
             raise RecordError(f"ipv6 endpoint {shown!r}: {host!r} is not an IPv6 address") from None
         port_number = _port(shown, port)
-        if address.ipv4_mapped is not None:
-            raise RecordError(f"ipv6 endpoint {shown!r}: an IPv4-mapped address is IPv4")
-        if address.is_unspecified or address.is_multicast:
-            raise RecordError(f"ipv6 endpoint {shown!r}: {address} cannot be a peer's address")
+        _check_policy(shown, family, address, port_number)
         return f"[{address.compressed}]:{port_number}"
     raise ValueError(f"family must be 4 or 6, not {family!r}")
 
 
-_V4_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+def _check_policy(
+    shown: str, family: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+) -> None:
+    reason = refusal(address, port)
+    if reason is not None:
+        raise RecordError(f"ipv{family} endpoint {shown!r} cannot be a peer's address: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +177,19 @@ class EndpointRecord:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> EndpointRecord:
-        """Parse and validate an opened record. Unknown fields are ignored, as Go does."""
+        """Parse and validate an opened record. Unknown fields are ignored, as Go does.
+
+        Whatever the bytes, the only exception is RecordError: a record is small, and JSON
+        nested deeper than Python's recursion limit is refused like any other bad JSON.
+        """
+        if len(data) > MAX_RECORD_JSON:
+            raise RecordError(f"record is too long ({len(data)} bytes, at most {MAX_RECORD_JSON})")
         try:
             fields = json.loads(data)
         except (UnicodeDecodeError, ValueError):
             raise RecordError("record is not valid JSON") from None
+        except RecursionError:
+            raise RecordError("record is not valid JSON: nested too deep") from None
         if not isinstance(fields, dict):
             raise RecordError("record is not a JSON object")
         values: dict[str, Any] = {}

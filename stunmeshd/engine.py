@@ -745,6 +745,15 @@ class DeviceWorker:
             except RecordError as exc:
                 errors.append(str(exc))
                 continue
+            except Exception as exc:  # a value that trips a bug must not hide the others
+                log.warning(
+                    "record value failed to open iface=%s peer=%s error=%r",
+                    self.cfg.name,
+                    rt.cfg.label,
+                    exc,
+                )
+                errors.append(f"internal error opening a value: {exc!r}")
+                continue
             if best is None or (record.ts or -1) > (best[0].ts or -1):
                 best = (record, endpoint)
         if best is None:

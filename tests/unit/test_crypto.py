@@ -119,6 +119,16 @@ def test_ipv6_is_normalised_to_rfc_5952(given: str, canonical: str) -> None:
         ("ipv4", "0.0.0.0:51820", "cannot be a peer's address"),
         ("ipv4", "224.0.0.1:51820", "cannot be a peer's address"),
         ("ipv4", "255.255.255.255:51820", "cannot be a peer's address"),
+        ("ipv4", "127.0.0.1:51820", "loopback"),
+        ("ipv4", "127.8.9.10:51820", "loopback"),
+        ("ipv4", "0.1.2.3:51820", "unspecified"),
+        ("ipv4", "169.254.7.7:51820", "link-local"),
+        ("ipv4", "240.0.0.1:51820", "class E"),
+        ("ipv4", "239.1.1.1:51820", "multicast"),
+        ("ipv6", "[::1]:51820", "loopback"),
+        ("ipv6", "[fe80::1]:51820", "link-local"),
+        ("ipv6", "[::ffff:255.255.255.255]:51820", "IPv4-mapped"),
+        ("ipv6", "[::203.0.113.7]:51820", "reserved"),
         ("ipv6", "2001:db8::7:51820", "expected [ip]:port"),
         ("ipv6", "[2001:db8::7]", "expected [ip]:port"),
         ("ipv6", "[203.0.113.7]:51820", "not an IPv6 address"),
@@ -159,11 +169,21 @@ def test_a_record_needs_an_endpoint() -> None:
         (b'{"ipv4":"203.0.113.7:1","ts":-1}', "ts must be"),
         (b'{"ipv4":"203.0.113.7:1","ts":1.5}', "ts must be"),
         (b'{"ipv4":"203.0.113.7:1","ts":"1"}', "ts must be"),
+        (b"[" * 1000 + b"]" * 1000, "nested too deep"),
+        (b'{"ipv4":"203.0.113.7:1","x":' + b"[" * 1500 + b"]" * 1500 + b"}", "nested too deep"),
+        (b'{"ipv4":"203.0.113.7:1","x":"' + b"a" * 5000 + b'"}', "too long"),
     ],
 )
 def test_malformed_plaintext_raises_record_error(data: bytes, reason: str) -> None:
     with pytest.raises(RecordError, match=reason):
         EndpointRecord.from_json(data)
+
+
+def test_a_sealed_record_nested_1000_deep_is_a_record_error() -> None:
+    """A peer (who holds the keys) can seal anything; opening it must still only refuse it."""
+    deep = b'{"ipv4":"203.0.113.7:1","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    with pytest.raises(RecordError, match="nested too deep"):
+        crypto.open_record(crypto.seal(deep, A_PRIV, B_PUB), B_PRIV, A_PUB)
 
 
 def test_unknown_fields_are_ignored_and_go_empty_strings_are_absent() -> None:
