@@ -6,9 +6,19 @@ prerequisite is a failure, so CI can never go green by skipping the real-part te
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.prereq import require_root
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A run killed earlier (a CI timeout, say) left its test accounts: remove them first."""
+    if os.geteuid() == 0:
+        from tests.bus.sysbus import TestUser
+
+        TestUser().reap_stale()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
