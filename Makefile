@@ -53,3 +53,10 @@ install:
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# A long fuzz run: the fuzz tests (tests/fuzz) with FUZZ_EXAMPLES examples each; `make test`
+# runs the same tests with a small budget.
+FUZZ_EXAMPLES ?= 10000
+.PHONY: fuzz
+fuzz: venv
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
