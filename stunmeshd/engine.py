@@ -330,6 +330,8 @@ class DeviceWorker:
         else:
             result = CycleResult(False, self.status.last_error, StunError)
         await self._serve_peers(set(self.peers), full=True)
+        if discovery.ok and moved:
+            await self._kick_unchanged(info)
         interval = self.engine.cycle_interval(self.peers.values())
         if discovery.ok:
             self.device_backoff.reset()
@@ -611,6 +613,8 @@ class DeviceWorker:
         )
         if discovery.ok and self.status.public_endpoints != before and self.info is not None:
             await self._publish_all(self.info)
+            await asyncio.sleep(PUNCH_DELAY)
+            await self._kick_unchanged(self.info)
 
     # ---- publish -----------------------------------------------------------------------
 
@@ -651,6 +655,33 @@ class DeviceWorker:
         if written:
             rt.guard.note_published(value)
             log.debug("published iface=%s peer=%s key=%s", self.cfg.name, rt.cfg.label, key)
+
+    async def _kick_unchanged(self, info: DeviceInfo) -> None:
+        """Our endpoint moved: make WireGuard send to every peer now, from where we are.
+
+        A peer whose endpoint did not change is not kicked by applying it, yet behind a NAT
+        that filters by address and port our NAT drops what the peer sends to our new
+        endpoint until we have sent to the peer from it; with nothing to send (the peer's
+        traffic goes to our old port) that would wait for the next keepalive, up to 25 s.
+        """
+        moment = self.loop.time()
+        for key, rt in self.peers.items():
+            current = info.peers.get(key)
+            if current is None or not current.endpoint:
+                continue
+            if rt.applied_at is not None and moment - rt.applied_at < PUNCH_DELAY:
+                continue  # set just now, and kicked with it
+            keepalive = current.persistent_keepalive or KICK_KEEPALIVE
+            try:
+                await self.backend.set_endpoint(
+                    self.cfg.name, key, current.endpoint, keepalive=keepalive
+                )
+            except WireGuardError as exc:
+                log.warning(
+                    "kick failed iface=%s peer=%s error=%s", self.cfg.name, rt.cfg.label, exc
+                )
+                continue
+            log.debug("kicked iface=%s peer=%s", self.cfg.name, rt.cfg.label)
 
     # ---- fetch and apply ---------------------------------------------------------------
 

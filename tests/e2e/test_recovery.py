@@ -64,6 +64,32 @@ async def test_nat_remapping_our_port_recovers() -> None:
         assert await b.peer_endpoint() == "198.51.100.10:40001"  # B learned A's new mapping
 
 
+@pytest.mark.parametrize("mover", ["a", "b"])
+async def test_a_listen_port_change_is_recovered_by_the_daemons_not_by_a_keepalive(
+    mover: str,
+) -> None:
+    """``wg set wg0 listen-port N`` under a running daemon; the other side pings.
+
+    The moved side has nothing to send (its peer's packets go to the old port), so its NAT
+    stays shut to the peer until it sends from the new port: its daemon must make WireGuard
+    send at once. The moved peer's keepalive is set to 120 s, so waiting for it cannot pass.
+    """
+    async with MeshLab(nat_a=NatMode.PORT_CHANGING) as mesh:
+        await mesh.start_daemons()
+        await mesh.wait_handshake()
+        moved = mesh.nodes[mover]
+        other = mesh.b if mover == "a" else mesh.a
+        await ping_until(mesh, other, moved.wg.tunnel_ip, timeout=10)
+        await moved.wg.wg(
+            "set", "wg0", "peer", other.wg.public_key_b64, "persistent-keepalive", "120"
+        )
+        await moved.wg.wg("set", "wg0", "listen-port", "51832")
+        await ping_until(mesh, other, moved.wg.tunnel_ip, timeout=15)
+        assert await other.peer_endpoint() == f"{moved.site.public_ip}:51832"
+        for node in (mesh.a, mesh.b):
+            assert node.process is not None and node.process.returncode is None
+
+
 async def test_address_change_triggers_rediscovery_at_once() -> None:
     async with MeshLab() as mesh:  # refresh every 10 min; nothing else is due
         await mesh.start_daemons()
