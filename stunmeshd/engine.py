@@ -1146,6 +1146,10 @@ class Engine:
         worker = self.workers.get(ifname)
         if worker is not None:
             log.info("link %s iface=%s", "appeared" if present else "vanished", ifname)
+            if present:
+                # the backoff grew while the link was gone, and the link shows before its
+                # control socket (wireguard-go): retry from the shortest delay again
+                worker.device_backoff.reset()
             worker.trigger_full()
 
     def on_network_change(self, reason: str) -> None:
