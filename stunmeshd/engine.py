@@ -67,6 +67,7 @@ KICK_KEEPALIVE = 25  # s: persistent keepalive set on peers that have none (NAT 
 POLL_FAST = 1.0  # s: device poll while a handshake is awaited
 POLL_BUSY = 1.0  # s: device poll while data flows, to see a broken path quickly
 POLL_SLOW = 5.0  # s: device poll otherwise: handshake age, rx/tx
+PEER_WAIT = 30.0  # s after a device appears during which peers missing from it are polled for
 PUNCH_DELAY = 0.3  # s between publishing a moved endpoint and kicking WireGuard towards peers
 BAD_FAMILY_TTL = 120.0  # s a family whose path broke is avoided by prefer_* peers
 STORE_CONCURRENCY = 32  # store operations in flight per device
@@ -154,6 +155,7 @@ class DeviceWorker:
         self.device_backoff = Backoff(DEVICE_BACKOFF_START, DEVICE_BACKOFF_CAP)
         self.next_full = 0.0
         self.next_poll = float("inf")
+        self.adopted_at = float("-inf")  # loop time the device (last) appeared
         self.last_discovery = 0.0
         self._wake = asyncio.Event()
         self._full_requested = True
@@ -330,6 +332,8 @@ class DeviceWorker:
         else:
             result = CycleResult(False, self.status.last_error, StunError)
         await self._serve_peers(set(self.peers), full=True)
+        if self._peers_expected(info):
+            self.next_poll = min(self.next_poll, self.loop.time() + POLL_FAST)
         if discovery.ok and moved:
             await self._kick_unchanged(info)
         interval = self.engine.cycle_interval(self.peers.values())
@@ -399,6 +403,7 @@ class DeviceWorker:
     def _adopt(self) -> None:
         """The interface exists (again): put it on the bus with a fresh object."""
         detached = self.status
+        self.adopted_at = self.loop.time()
         self.status = self.engine.model.add_device(
             self.cfg.name, protocol=self.cfg.protocol, backend=self.backend.kind
         )
@@ -503,6 +508,9 @@ class DeviceWorker:
             store=self.engine.store_for(cfg.plugin),
             fetch_backoff=Backoff(FETCH_BACKOFF_START, cap),
         )
+        # fetch at once: a peer that appears on the device between full cycles (added just
+        # after the device was created) must not wait for the next one
+        self.peers[cfg.public_key].next_fetch = self.loop.time()
         self._schedule_ping(self.peers[cfg.public_key])
         log.info(
             "peer added iface=%s peer=%s key=%s store=%s",
@@ -902,7 +910,18 @@ class DeviceWorker:
                         rt.status.last_error,
                     )
         busy = any(rt.traffic.busy for rt in self.peers.values())
-        self.next_poll = now + (POLL_FAST if awaiting else POLL_BUSY if busy else POLL_SLOW)
+        fast = awaiting or self._peers_expected(info)
+        self.next_poll = now + (POLL_FAST if fast else POLL_BUSY if busy else POLL_SLOW)
+
+    def _peers_expected(self, info: DeviceInfo) -> bool:
+        """Configured peers are missing from a device that appeared a moment ago.
+
+        Whoever makes an interface adds its peers right after creating it, and we may read it
+        in between; nothing signals the peers' arrival, so we look every second for a while.
+        """
+        if self.loop.time() - self.adopted_at >= PEER_WAIT:
+            return False
+        return any(key not in info.peers for key in (p.public_key for p in self.cfg.peers.values()))
 
     def _note_connection(self, rt: PeerRuntime, current: PeerInfo) -> None:
         fields: dict[str, Any] = {

@@ -90,6 +90,31 @@ async def test_a_listen_port_change_is_recovered_by_the_daemons_not_by_a_keepali
             assert node.process is not None and node.process.returncode is None
 
 
+async def test_a_peer_added_just_after_its_interface_was_recreated_is_fetched_at_once() -> None:
+    """``ip link del wg0``, wg0 made again, its peer added only after the daemon read it.
+
+    The store here cannot notify (the directory store) and the refresh interval is 10 min,
+    so only fetching the newly seen peer at once brings the tunnel back; B sent no data, so
+    its WireGuard does not start a handshake by itself either.
+    """
+    async with MeshLab(store="dir") as mesh:
+        await mesh.start_daemons()
+        await mesh.wait_handshake()
+        a, b = mesh.a, mesh.b
+        await a.site.host.run("ip", "link", "del", a.wg.ifname)
+        await a.wg.stop()
+        a.wg = await mesh.lab.start_wireguard(  # same key and port, no peer yet
+            a.site, listen_port=a.wg.listen_port, private_key=a.wg.private_key
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while log_count(a, "device adopted") < 2:  # read without its peer
+            assert loop.time() < deadline, a.log_text()[-3000:]
+            await asyncio.sleep(0.05)
+        await a.wg.add_peer(b.wg.public_key, f"{b.wg.tunnel_ip}/32")
+        await ping_until(mesh, a, b.wg.tunnel_ip, timeout=10)
+
+
 async def test_address_change_triggers_rediscovery_at_once() -> None:
     async with MeshLab() as mesh:  # refresh every 10 min; nothing else is due
         await mesh.start_daemons()
