@@ -9,6 +9,7 @@ DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nft
            systemd procps libglib2.0-bin
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
+BENCHES += bus_reconnect
 
 PREFIX  ?= /usr
 DESTDIR ?=

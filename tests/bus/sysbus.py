@@ -124,6 +124,10 @@ class TestUser:
                     ],
                     check=True,
                 )
+            if self.name not in grp.getgrnam(self.group).gr_mem:  # made by someone else
+                subprocess.run(
+                    ["usermod", "--append", "--groups", self.group, self.name], check=True
+                )
             self._holders.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._holder = self._holders / f"{os.getpid()}-{_start_time(os.getpid())}"
             self._holder.touch()
