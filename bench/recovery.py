@@ -8,7 +8,8 @@ runs through the tunnel from hostA every 0.1 s. Cases (each ``--runs`` times, on
 * ``port_a`` / ``port_b``: ``wg set wg0 listen-port N`` on hostA / hostB, both daemons and
   WireGuards running (nothing restarts);
 * ``recreate``: ``ip link del wg0`` on hostA, then wg0 is made again with the same key, port
-  and peer, as an administrator would.
+  and peer, as an administrator would; ``recreate_late_peer`` adds the peer only after the
+  daemon has read the new wg0 without it.
 Each measures from the event to the first ping reply. Targets: ≤ 5 s for remap and restart,
 ≤ 3 s for the others.
 Last line: ``<case>_median_s=… <case>_p90_s=… …`` for every case run.
@@ -135,14 +136,23 @@ class PortChange(Scenario):
 
 
 class Recreate(Scenario):
+    """``late_peer``: the peer is added only after the daemon read the new wg0 without it
+    (the cause of a one-off 60 s recovery: nothing announces a peer's arrival)."""
+
+    def __init__(self, *, late_peer: bool = False) -> None:
+        self.late_peer = late_peer
+
     async def event(self, mesh: MeshLab, i: int) -> None:
         a, b = mesh.a, mesh.b
         port = a.wg.listen_port
+        adopted = len(a.log_lines())
         await a.site.host.run("ip", "link", "del", a.wg.ifname)  # wireguard-go exits with it
         await a.wg.stop()
         a.wg = await mesh.lab.start_wireguard(
             a.site, listen_port=port, private_key=a.wg.private_key
         )
+        if self.late_peer:
+            await mesh.wait_log(a, "device adopted", after=adopted)
         await a.wg.add_peer(b.wg.public_key, f"{b.wg.tunnel_ip}/32")
 
 
@@ -152,6 +162,7 @@ CASES: dict[str, Scenario] = {
     "port_a": PortChange("a"),
     "port_b": PortChange("b"),
     "recreate": Recreate(),
+    "recreate_late_peer": Recreate(late_peer=True),
 }
 
 

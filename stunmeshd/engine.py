@@ -389,7 +389,9 @@ class DeviceWorker:
             public_key=b64(info.public_key),
             listen_port=info.listen_port,
             fwmark=info.fwmark,
-            ifindex=ifindex,
+            # a dying wireguard-go still answers after its link is gone (no index): keep the
+            # known index, or its successor would not be seen as a re-created device
+            ifindex=ifindex or self.status.ifindex,
         )
         if previous is not None and (
             previous.listen_port,
