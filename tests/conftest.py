@@ -7,20 +7,32 @@ prerequisite is a failure, so CI can never go green by skipping the real-part te
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
-from tests.prereq import require_root
+from tests.installed import Installed, fill_wheelhouse, install
+from tests.prereq import require, require_root
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """A run killed earlier (a CI timeout, say) left its test accounts: remove them first."""
     if os.geteuid() == 0:
-        from tests.bus.sysbus import TestUser
+        from tests.bus.sysbus import TestAccounts
 
-        TestUser().reap_stale()
+        TestAccounts().reap_stale()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root"):
         require_root()
+
+
+@pytest.fixture(scope="session")
+def installed() -> Iterator[Installed]:
+    """stunmeshd installed by packaging/install.sh once per session (tests/installed.py)."""
+    wheels = fill_wheelhouse()
+    require(wheels.returncode == 0, f"cannot fill the wheelhouse from PyPI: {wheels.stderr[-500:]}")
+    runtime = install()
+    yield runtime
+    runtime.remove()

@@ -9,13 +9,14 @@ import grp
 import os
 import pwd
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from stunmeshd.lab.sysbus import PYTHON, REPO, PrivateBus
 
-__all__ = ["PYTHON", "REPO", "PrivateBus", "TestUser"]
+__all__ = ["PYTHON", "REPO", "PrivateBus", "TestAccounts", "TestUser"]
 
 # ---- the unprivileged caller -------------------------------------------------------------
 
@@ -27,8 +28,8 @@ CREATED_DIR = Path("/var/lib/stunmeshd-tests")
 HOLDERS_DIR = Path("/run/stunmeshd-tests")
 
 
-class TestUser:
-    """A system user in group ``stunmesh``, shared by concurrent test runs, never leaked.
+class TestAccounts:
+    """The test user and its group, shared by concurrent test runs, never leaked.
 
     Every account a run creates is written down (before it is created) in ``CREATED_DIR``; every
     run using the accounts holds a file in ``HOLDERS_DIR`` naming its pid and start time. The
@@ -99,7 +100,7 @@ class TestUser:
             if not self._live_holders():
                 self._remove_created()
 
-    def ensure(self) -> TestUser:
+    def ensure(self) -> None:
         with self._locked():
             if not self._live_holders():
                 self._remove_created()  # a killed run's: start from scratch
@@ -131,7 +132,6 @@ class TestUser:
             self._holders.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._holder = self._holders / f"{os.getpid()}-{_start_time(os.getpid())}"
             self._holder.touch()
-        return self
 
     def remove(self) -> None:
         """Let go; the last live run removes the accounts runs created."""
@@ -142,6 +142,30 @@ class TestUser:
             if not self._live_holders():
                 self._remove_created()
 
+
+class TestUser:
+    """A system user in group ``stunmesh`` (``TestAccounts``: made and removed safely).
+
+    It runs Python programs with ``python``, the interpreter of an installed copy of
+    stunmeshd (tests/installed.py), never the checkout's: the checkout may be readable by root
+    only.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, python: Path, name: str = TEST_USER, group: str = TEST_GROUP) -> None:
+        self.python = python
+        self.name = name
+        self.group = group
+        self.accounts = TestAccounts(name, group)
+
+    def ensure(self) -> TestUser:
+        self.accounts.ensure()
+        return self
+
+    def remove(self) -> None:
+        self.accounts.remove()
+
     @property
     def uid(self) -> int:
         return pwd.getpwnam(self.name).pw_uid
@@ -151,6 +175,8 @@ class TestUser:
         return pwd.getpwnam(self.name).pw_gid
 
     def argv(self, *argv: str) -> list[str]:
+        if argv and argv[0] in (str(PYTHON), sys.executable):  # the checkout's interpreter
+            argv = (str(self.python), *argv[1:])
         return [
             "setpriv",
             f"--reuid={self.uid}",
@@ -167,7 +193,6 @@ class TestUser:
             "HOME": "/",
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONPATH": str(REPO),
         }
         proc = await asyncio.create_subprocess_exec(
             *self.argv(*argv),

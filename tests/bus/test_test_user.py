@@ -16,15 +16,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.bus.sysbus import CREATED_DIR, HOLDERS_DIR, REPO, TestUser
+from tests.bus.sysbus import CREATED_DIR, HOLDERS_DIR, REPO, TestAccounts
 from tests.prereq import require_root, require_tools
 
 pytestmark = pytest.mark.root
 
 HOLD = """
 import os, signal, sys
-from tests.bus.sysbus import TestUser
-user = TestUser(sys.argv[1], sys.argv[2]).ensure()
+from tests.bus.sysbus import TestAccounts
+user = TestAccounts(sys.argv[1], sys.argv[2])
+user.ensure()
 print("ready", flush=True)
 if sys.argv[3] == "kill":
     os.kill(os.getpid(), signal.SIGKILL)  # a run killed by a timeout: no clean-up runs
@@ -82,7 +83,7 @@ def test_a_killed_runs_accounts_are_removed_by_the_next_run(names: tuple[str, st
     killed = holder(user, group, "kill")
     assert killed.wait(30) == -9
     assert user_exists(user) and group_exists(group)  # what a killed run leaves
-    TestUser(user, group).reap_stale()  # what the next session does first
+    TestAccounts(user, group).reap_stale()  # what the next session does first
     assert not user_exists(user) and not group_exists(group)
     assert not (CREATED_DIR / f"{user}.created").exists()
 
@@ -90,11 +91,11 @@ def test_a_killed_runs_accounts_are_removed_by_the_next_run(names: tuple[str, st
 def test_a_killed_runs_accounts_are_recreated_cleanly_by_ensure(names: tuple[str, str]) -> None:
     user, group = names
     assert holder(user, group, "kill").wait(30) == -9
-    mine = TestUser(user, group).ensure()
+    mine = TestAccounts(user, group)
+    mine.ensure()
     try:
         assert user_exists(user) and group_exists(group)
         assert group in [g.gr_name for g in grp.getgrall() if user in g.gr_mem]
-        assert mine.argv("id")[:2] == ["setpriv", f"--reuid={pwd.getpwnam(user).pw_uid}"]
     finally:
         mine.remove()
     assert not user_exists(user) and not group_exists(group)
@@ -106,9 +107,10 @@ def test_accounts_a_live_run_holds_are_left_until_the_last_run_ends(
     user, group = names
     other = holder(user, group, "hold")
     try:
-        TestUser(user, group).reap_stale()
+        TestAccounts(user, group).reap_stale()
         assert user_exists(user) and group_exists(group)
-        mine = TestUser(user, group).ensure()
+        mine = TestAccounts(user, group)
+        mine.ensure()
         mine.remove()  # we leave first: the other run still uses them
         assert user_exists(user) and group_exists(group)
     finally:
@@ -121,7 +123,8 @@ def test_accounts_a_live_run_holds_are_left_until_the_last_run_ends(
 def test_a_group_no_run_created_is_used_and_left_alone(names: tuple[str, str]) -> None:
     user, group = names
     subprocess.run(["groupadd", "--system", group], check=True)  # an administrator's
-    mine = TestUser(user, group).ensure()
+    mine = TestAccounts(user, group)
+    mine.ensure()
     mine.remove()
     assert not user_exists(user)
     assert group_exists(group)
