@@ -71,6 +71,7 @@ PUNCH_DELAY = 0.3  # s between publishing a moved endpoint and kicking WireGuard
 BAD_FAMILY_TTL = 120.0  # s a family whose path broke is avoided by prefer_* peers
 STORE_CONCURRENCY = 32  # store operations in flight per device
 STORE_GRACE = 5.0  # s on top of a plugin's own timeout, against stores that ignore theirs
+DEFAULT_STORE_TIMEOUT = 10.0  # s, for a third-party store that states no timeout of its own
 
 BackendFactory = Callable[[str], WireGuardBackend]
 StoreFactory = Callable[[PluginConfig], Store]
@@ -981,6 +982,16 @@ def choose_endpoint(
     )
 
 
+def store_timeout(store: Store, plugin: PluginConfig | None) -> float:
+    """The store's own time limit per operation (it knows its default), else the config's."""
+    own = getattr(store, "timeout", None)
+    if isinstance(own, int | float) and not isinstance(own, bool) and own > 0:
+        return float(own)
+    if plugin is not None and plugin.timeout is not None:
+        return plugin.timeout
+    return DEFAULT_STORE_TIMEOUT
+
+
 async def _candidates(store: Store, key: str) -> list[str]:
     """All values under ``key`` worth trying, best first (OpenDHT may hold several)."""
     get_all = getattr(store, "get_all", None)
@@ -1143,9 +1154,8 @@ class Engine:
 
     async def store_call(self, store: Store, op: Awaitable[T]) -> T:
         """Bound concurrency and time of one store operation, whatever the store does."""
-        plugin = self.config.plugins.get(store.name)
         limit = self._store_limits.get(store.name) or asyncio.Semaphore(STORE_CONCURRENCY)
-        timeout = (plugin.timeout if plugin else 10.0) + STORE_GRACE
+        timeout = store_timeout(store, self.config.plugins.get(store.name)) + STORE_GRACE
         async with limit:
             try:
                 return await asyncio.wait_for(op, timeout)

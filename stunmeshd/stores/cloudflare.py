@@ -51,6 +51,7 @@ LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 RECORD_NOT_FOUND = 81044  # PATCH of a record someone deleted
 OPTIONS = frozenset({"zone", "token", "subdomain", "api_base"})
 MAX_BODY = 8 << 20
+DEFAULT_TIMEOUT = 10.0  # s per request, stunmesh-go's HTTP client timeout
 
 
 class CloudflareAPIError(StoreError):
@@ -156,7 +157,7 @@ class CloudflareStore:
         token: str,
         subdomain: str = "",
         api_base: str = API_BASE,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_TIMEOUT,
         dedup: bool = False,
     ) -> None:
         self.name = name
@@ -199,7 +200,8 @@ class CloudflareStore:
             raise ConfigError(
                 "must be an http:// or https:// URL", key=f"plugins.{cfg.name}.api_base"
             )
-        if not cfg.timeout > 0:
+        timeout = DEFAULT_TIMEOUT if cfg.timeout is None else cfg.timeout
+        if not timeout > 0:
             raise ConfigError("must be more than 0", key=f"plugins.{cfg.name}.timeout")
         for unknown in sorted(set(cfg.options) - OPTIONS):
             log.warning("unknown option ignored plugin=%s key=%s", cfg.name, unknown)
@@ -209,7 +211,7 @@ class CloudflareStore:
             token=token,
             subdomain=subdomain,
             api_base=api_base,
-            timeout=float(cfg.timeout),
+            timeout=float(timeout),
             dedup=cfg.dedup,
         )
 

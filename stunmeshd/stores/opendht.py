@@ -46,6 +46,7 @@ from stunmeshd.stores.http import read_bounded, transport_reason
 log = logging.getLogger(__name__)
 
 DEFAULT_MAGIC = "stunmesh-v1"
+DEFAULT_TIMEOUT = 15.0  # s per request, stunmesh-go's default
 KEY_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
 DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -213,7 +214,7 @@ class OpenDHTStore:
         *,
         endpoints: Sequence[str],
         magic: str = DEFAULT_MAGIC,
-        timeout: float = 15.0,
+        timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not endpoints:
@@ -247,6 +248,8 @@ class OpenDHTStore:
             raise ConfigError("must be a printable string", key=f"{prefix}.magic")
         if "timeout" in cfg.options:
             timeout = parse_duration(cfg.options["timeout"], key=f"{prefix}.timeout")
+        elif cfg.timeout is None:
+            timeout = DEFAULT_TIMEOUT  # stunmesh-go's: a DHT get may wait out slow nodes
         else:
             timeout = float(cfg.timeout)
             if not timeout > 0:

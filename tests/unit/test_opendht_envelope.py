@@ -39,7 +39,7 @@ ENVELOPE_B64 = (
 
 def config(**options: Any) -> PluginConfig:
     dedup = options.pop("dedup", False)
-    timeout = options.pop("plugin_timeout", 10.0)
+    timeout = options.pop("plugin_timeout", None)
     return PluginConfig(
         name="dht", type="builtin", builtin="opendht", dedup=dedup, timeout=timeout,
         options=options,
@@ -179,9 +179,11 @@ def test_bad_options_name_the_key(options: dict[str, Any], key: str, fragment: s
 
 
 def test_defaults() -> None:
-    store = OpenDHTStore.from_config(config(endpoint="https://a.example", plugin_timeout=12.0))
+    store = OpenDHTStore.from_config(config(endpoint="https://a.example"))
     assert store.magic == "stunmesh-v1"
-    assert store.timeout == 12.0  # the plugin's generic timeout
+    assert store.timeout == 15.0  # stunmesh-go's default for its opendht store
+    configured = OpenDHTStore.from_config(config(endpoint="https://a.example", plugin_timeout=12))
+    assert configured.timeout == 12.0  # the plugin's `timeout` key
     assert store.dedup is False
     assert store.republish_interval < 600 / 2  # refreshed at least twice per expiry
 
