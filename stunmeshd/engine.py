@@ -631,6 +631,19 @@ class DeviceWorker:
     ) -> None:
         rt.next_publish = None
         value = crypto.seal(plaintext, info.private_key, rt.cfg.public_key)
+        limit = getattr(rt.store, "max_value_length", None)
+        if limit and len(value) > limit:
+            value = seal_within(record, limit, info.private_key, rt.cfg.public_key)
+            if len(value) > limit:
+                self._warn_once(
+                    f"long:{rt.cfg.plugin}",
+                    "record of %d chars exceeds store %s's %d; stunmesh-go peers may not "
+                    "read it (its own record would be as long) iface=%s",
+                    len(value),
+                    rt.cfg.plugin,
+                    limit,
+                    self.cfg.name,
+                )
         key = crypto.publish_key(info.public_key, rt.cfg.public_key)
         try:
             written = await self.engine.store_call(
@@ -980,6 +993,23 @@ def choose_endpoint(
     raise RecordError(
         f"peer asks for {protocol} but its record has no {' or '.join(order)} endpoint"
     )
+
+
+def seal_within(
+    record: crypto.EndpointRecord, limit: int, own_private: bytes, peer_public: bytes
+) -> str:
+    """The sealed record, without ``ts`` when only that keeps it within ``limit`` characters.
+
+    A store whose readers cannot take longer values (a TXT string holds 255 characters, and
+    stunmesh-go's Cloudflare reader does not join split strings) says so with
+    ``max_value_length``. ``ts`` adds 38 characters; dropping it leaves exactly the record
+    stunmesh-go writes, so such a peer reads it. What still exceeds the limit is returned as
+    is: stunmesh-go's own record for those endpoints would be as long.
+    """
+    value = crypto.seal(record.to_json(), own_private, peer_public)
+    if len(value) > limit and record.ts is not None:
+        value = crypto.seal(record.to_json(with_ts=False), own_private, peer_public)
+    return value
 
 
 def store_timeout(store: Store, plugin: PluginConfig | None) -> float:

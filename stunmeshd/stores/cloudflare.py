@@ -16,6 +16,12 @@ requests per 5 minutes per token, so this store is frugal:
   most ``timeout`` for a budget slot, then fails fast without spending one, because the
   engine abandons an operation after about that long anyway.
 
+A TXT character-string holds 255 characters. The API stores longer content as several quoted
+strings and returns it that way, and stunmesh-go's reader hex-decodes ``content`` without
+joining them, so ``max_value_length`` tells the engine to keep values within 255 (it drops the
+record's ``ts`` when that is what makes it longer: see ``engine.seal_within``). Reading, this
+store joins split strings (``unquote_txt``), so longer values written by others still read.
+
 The token never appears in logs, reprs or exceptions.
 """
 
@@ -45,6 +51,7 @@ API_BASE = "https://api.cloudflare.com/client/v4"
 QUOTA_REQUESTS = 1200  # per token ...
 QUOTA_WINDOW = 300.0  # ... per 5 minutes
 TXT_CONTENT_MAX = 2048  # Cloudflare's limit on a TXT record's content
+TXT_STRING_MAX = 255  # one character-string of a TXT record (RFC 1035)
 KEY_RE = re.compile(r"^[0-9a-f]{40}$")
 VALUE_RE = re.compile(r"^[0-9a-f]+$")
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -140,6 +147,10 @@ def _check_hostname(cfg: PluginConfig, key: str, value: str) -> str:
 
 class CloudflareStore:
     """DNS TXT records in one Cloudflare zone; see the module docstring for the request rules."""
+
+    # A TXT character-string holds 255 bytes; longer content comes back split into quoted
+    # strings, which stunmesh-go's reader does not join. The engine keeps values within this.
+    max_value_length = TXT_STRING_MAX
 
     max_concurrency = 32  # requests in flight per store
     max_attempts = 3  # per request, for 5xx and transport errors

@@ -39,8 +39,47 @@ def _new_id() -> str:
 
 def quote_txt(content: str) -> str:
     """How the API reports long TXT content: 255-character quoted strings, space-separated."""
-    chunks = [content[i : i + TXT_STRING_MAX] for i in range(0, len(content), TXT_STRING_MAX)]
-    return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
+    return _quote_strings(_split(content))
+
+
+def _split(text: str) -> list[str]:
+    return [text[i : i + TXT_STRING_MAX] for i in range(0, len(text), TXT_STRING_MAX)] or [""]
+
+
+def _quote_strings(strings: list[str]) -> str:
+    return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in strings)
+
+
+def txt_strings(content: str) -> tuple[list[str], bool]:
+    """The character strings of written TXT content, and whether it was written quoted.
+
+    As the API documents it: content is quoted "character strings" (RFC 1035) of up to 255
+    bytes each, and strings exceeding that are split automatically; unquoted content is one
+    string (split the same way).
+    """
+    text = content.strip()
+    if not text.startswith('"'):
+        return _split(content), False
+    strings: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        if text[i] != '"':
+            return _split(content), False  # not a list of quoted strings: one plain string
+        i += 1
+        chunk: list[str] = []
+        while i < len(text) and text[i] != '"':
+            if text[i] == "\\" and i + 1 < len(text):
+                i += 1
+            chunk.append(text[i])
+            i += 1
+        if i >= len(text):
+            return _split(content), False  # unterminated: the API takes it as plain text
+        i += 1
+        strings += _split("".join(chunk))
+    return strings, True
 
 
 @dataclass
@@ -58,8 +97,10 @@ class Record:
 
     def to_json(self, *, quote_all: bool) -> dict[str, Any]:
         content = self.content
-        if self.type == "TXT" and (quote_all or len(content) > TXT_STRING_MAX):
-            content = quote_txt(content)
+        if self.type == "TXT":
+            strings, quoted = txt_strings(content)
+            if quote_all or quoted or len(strings) > 1:
+                content = _quote_strings(strings)  # as stored: one or more quoted strings
         return {
             "id": self.id,
             "zone_id": self.zone_id,
