@@ -743,32 +743,52 @@ class DeviceWorker:
     def _open_best(self, rt: PeerRuntime, values: list[str]) -> tuple[crypto.EndpointRecord, str]:
         """The newest candidate that opens, passes the guard and has an endpoint we can use.
 
-        A store may hold several (OpenDHT keeps every put for 10 minutes).
+        A store may hold several (OpenDHT keeps every put for 10 minutes). In-order records
+        (the guard's word) win; an out-of-order one (a peer back on stunmesh-go, or a
+        replay) is used only when none is in order, or when the in-order one names the
+        endpoint that has had its handshake grace and still no live tunnel.
         """
         assert self.info is not None
         errors: list[str] = []
-        best: tuple[crypto.EndpointRecord, str] | None = None
+        best: tuple[crypto.EndpointRecord, str, str] | None = None
+        fallback: tuple[crypto.EndpointRecord, str, str] | None = None
         # a family this host could not discover will not carry the tunnel either
         avoid = rt.avoided_families(self.loop.time()) | frozenset(self.discovery.errors)
+        held = self.info.peers.get(rt.cfg.public_key)
+        current = held.endpoint if held is not None and held.endpoint else ""
+        live = held is not None and handshake_recent(held) and not rt.traffic.stalled
         for value in values:
             try:
                 plaintext = crypto.open_sealed(value, self.info.private_key, rt.cfg.public_key)
                 record = crypto.EndpointRecord.from_json(plaintext)
-                rt.guard.check(value, record, own_endpoints=self.status.public_endpoints)
+                in_order = rt.guard.check(
+                    value,
+                    record,
+                    own_endpoints=self.status.public_endpoints,
+                    current=current,
+                    live=live,
+                )
                 endpoint = choose_endpoint(record, rt.cfg.protocol, avoid)
             except RecordError as exc:
                 errors.append(str(exc))
                 continue
-            if best is None or (record.ts or -1) > (best[0].ts or -1):
-                best = (record, endpoint)
+            if not in_order:
+                fallback = fallback or (record, endpoint, value)  # values come newest first
+            elif best is None or (record.ts or -1) > (best[0].ts or -1):
+                best = (record, endpoint, value)
+        settled = rt.applied_at is None or self.loop.time() - rt.applied_at >= HANDSHAKE_GRACE
+        if fallback is not None and (
+            best is None or (not live and settled and best[1] == current and fallback[1] != current)
+        ):
+            best = fallback
         if best is None:
             error = "; ".join(dict.fromkeys(errors))
             log.warning(
                 "record refused iface=%s peer=%s reason=%s", self.cfg.name, rt.cfg.label, error
             )
             raise RecordError(f"record refused: {error}")
-        rt.guard.accept(best[0])
-        return best
+        rt.guard.accept(best[0], best[2])
+        return best[0], best[1]
 
     async def _apply(self, rt: PeerRuntime, endpoint: str, record: crypto.EndpointRecord) -> None:
         assert self.info is not None
