@@ -253,8 +253,9 @@ class RecordGuard:
 
     * **reflected** — the value is byte-identical to one of the last ``remember`` values I
       published for this peer, or the record names one of my own endpoints: refused.
-    * **in order** — no ``ts`` accepted yet from this peer, or ``ts`` at least the newest
-      accepted (an equal ``ts`` is the same record re-served by a peer that dedups).
+    * **in order** — no ``ts`` accepted yet from this peer, or ``ts`` newer than the newest
+      accepted, or equal to it (a peer that dedups re-serves its record) as long as no
+      out-of-order record was accepted since (then the peer has moved on from it).
     * **out of order** — a ``ts`` older than the newest accepted, or no ``ts`` after one was
       accepted: what a replay looks like, but also what a peer sends after going back to
       stunmesh-go (which never writes ``ts``) or after its fast clock was corrected. Such a
@@ -278,6 +279,7 @@ class RecordGuard:
         self._published: deque[str] = deque(maxlen=remember)
         self._accepted: deque[str] = deque(maxlen=remember)
         self._newest_ts: int | None = None
+        self._moved_on = False  # an out-of-order record was accepted after the newest ts
 
     @property
     def newest_ts(self) -> int | None:
@@ -311,10 +313,15 @@ class RecordGuard:
             if endpoint in mine:
                 raise RecordError(f"reflected: the record names our own endpoint {endpoint}")
         newest = self._newest_ts
-        if newest is None or (record.ts is not None and record.ts >= newest):
+        if newest is None or (
+            record.ts is not None
+            and (record.ts > newest or (record.ts == newest and not self._moved_on))
+        ):
             return True
         if record.ts is None:
             why = f"record without ts after ts {newest} was accepted"
+        elif record.ts == newest:
+            why = f"ts {record.ts} was superseded by a record without ts"
         else:
             why = f"ts {record.ts} older than {newest}"
         if current and current in record.endpoints:
@@ -329,14 +336,18 @@ class RecordGuard:
         """Note a record that passed ``check`` and is being used (raises the ts mark)."""
         if value_hex:
             self._accepted.append(value_hex.strip().lower())
-        if record.ts is not None and (self._newest_ts is None or record.ts > self._newest_ts):
-            self._newest_ts = record.ts
+        newest = self._newest_ts
+        if record.ts is not None and (newest is None or record.ts > newest):
+            self._newest_ts, self._moved_on = record.ts, False
+        elif newest is not None and (record.ts is None or record.ts < newest):
+            self._moved_on = True  # a fallback: the newest ts record is history now
 
     def reset(self) -> None:
         """Forget everything about the peer."""
         self._published.clear()
         self._accepted.clear()
         self._newest_ts = None
+        self._moved_on = False
 
 
 __all__ = [

@@ -335,5 +335,8 @@ def test_a_peer_back_on_stunmesh_go_is_not_locked_out() -> None:
     # but the value it sent before, replayed after it moved on, is refused
     with pytest.raises(RecordError, match="accepted before"):
         guard.check("bb", back, current="203.0.113.20:40008", live=False)
+    # nor does the peer's last stunmeshd record (equal ts) come back as in order
+    with pytest.raises(RecordError, match="superseded by a record without ts, while the tunnel"):
+        guard.check("dd", EndpointRecord(ipv4=e1, ts=50), current=e2, live=True)
     guard.reset()
     assert guard.check("bb", back) is True
