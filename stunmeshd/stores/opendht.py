@@ -8,8 +8,14 @@ only a transport error or HTTP >= 400 moves on (an empty answer is an answer).
 
 A DHT key holds a *set* of values that anyone may add to and nobody can delete; values expire
 after 10 minutes. So the reader keeps only envelopes with our magic and a sane ``ts``, newest
-first; a ``ts`` more than ``max_future_skew`` (5 min) ahead of our clock is ignored, or a forged
-value dated next year would outrank every honest one until it expired. Since the store cannot
+first. A ``ts`` more than ``max_future_skew`` (2 h) ahead of our clock is ignored, or a forged
+value dated next year would outrank every honest one until it expired; 2 h keeps a peer
+whose clock runs fast (an hour off by a time-zone or DST slip, plus margin) visible. Within
+the bound the newest-value choice stays right: one peer's values all carry its own clock, so
+their order holds, and the engine takes the newest candidate that *opens* (a forgery dated
+ahead does not), ordered by the sealed record's own ``ts`` where it has one. A peer whose
+fast clock is corrected has its older, ahead-dated values outrank its new ones until they
+expire (10 minutes at most). Since the store cannot
 open sealed records, ``get_all`` hands the engine every candidate, newest first, to try in
 order; ``get`` is the newest acceptable one, as stunmesh-go returns. Records must be refreshed
 well inside the expiry: ``republish_interval`` tells the engine how often, and ``dedup`` is
@@ -47,6 +53,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAGIC = "stunmesh-v1"
 DEFAULT_TIMEOUT = 15.0  # s per request, stunmesh-go's default
+MAX_FUTURE_SKEW = 7200.0  # s a value's ts may lie ahead of our clock (see the module doc)
 KEY_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
 DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -205,7 +212,7 @@ class OpenDHTStore:
     max_concurrency = 32  # requests in flight per store
     dedup_safe = False  # the registry's marker: values expire, never skip a refresh
     republish_interval = 240.0  # seconds; values expire after 600 s
-    max_future_skew = 300.0  # seconds a value's ts may lie ahead of our clock
+    max_future_skew = MAX_FUTURE_SKEW  # seconds a value's ts may lie ahead of our clock
     supports_watch = True  # the engine probes this: ``watch`` pushes changes (see its doc)
 
     def __init__(

@@ -127,6 +127,25 @@ def test_small_clock_skew_is_tolerated() -> None:
     assert got[0] == (NOW + 299, "bb")
 
 
+async def test_a_peer_whose_clock_runs_an_hour_fast_is_read(proxy: Proxy) -> None:
+    """Issue 12 part 4: a peer up to MAX_FUTURE_SKEW (2 h) ahead is read, newest first."""
+    assert OpenDHTStore.max_future_skew >= 3600
+    proxy.body = b"\n".join(
+        [
+            line("stunmesh-v1", NOW + 3600 - 240, "aa"),  # the fast peer's previous put
+            line("stunmesh-v1", NOW + 7200 + 1, "ff"),  # beyond the bound: ignored
+            line("stunmesh-v1", NOW + 3600, "bb"),  # its latest put, an hour ahead
+            line("stunmesh-v1", NOW + 7200, "cc"),  # right at the bound: still read
+        ]
+    )
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    try:
+        got = await store.get_all(KEY)
+    finally:
+        await store.close()
+    assert got == [(NOW + 7200, "cc"), (NOW + 3600, "bb"), (NOW + 3600 - 240, "aa")]
+
+
 def test_custom_magic() -> None:
     got = decode(line("stunmesh-v1", NOW, "aa"), line("mesh-2", NOW - 9, "bb"), magic="mesh-2")
     assert got == [(NOW - 9, "bb")]
@@ -305,7 +324,7 @@ async def test_get_returns_the_newest_acceptable(proxy: Proxy) -> None:
     proxy.body = b"\n".join(
         [
             line("stunmesh-v1", NOW - 200, "aa"),
-            line("stunmesh-v1", NOW + 7200, "ff"),  # forged, far future
+            line("stunmesh-v1", NOW + 3 * 3600, "ff"),  # forged, beyond the skew bound
             line("stunmesh-v1", NOW - 100, "bb"),
         ]
     )
@@ -435,7 +454,7 @@ async def test_watch_wakes_for_new_values_only(listen_proxies: StartListenProxy)
             json.dumps(again).encode(),
             json.dumps(gone).encode(),
             line("someone-else", NOW, "ee"),
-            line("stunmesh-v1", NOW + 3600, "ff"),
+            line("stunmesh-v1", NOW + 3 * 3600, "ff"),  # beyond the skew bound
             b"\x00garbage",
             b"{}",
         ]:
