@@ -40,6 +40,7 @@ from stunmeshd.errors import (
     WireGuardError,
 )
 from stunmeshd.health import TrafficWatch, ping
+from stunmeshd.logs import Throttle
 from stunmeshd.model import (
     DeviceState,
     DeviceStatus,
@@ -55,6 +56,7 @@ from stunmeshd.stores.dedup import publish
 from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, WireGuardBackend
 
 log = logging.getLogger(__name__)
+_noise = Throttle(60.0)  # faults that repeat every cycle: said once a minute per kind
 T = TypeVar("T")
 
 RECENT_HANDSHAKE = 180.0  # s: WireGuard drops sessions older than this (REJECT_AFTER_TIME)
@@ -703,7 +705,12 @@ class DeviceWorker:
         except Exception as exc:  # a bug in one peer must not take the others down
             log.exception("peer step failed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
             cause, error = StunmeshError, f"internal error: {exc}"
-        rt.status.update(state=PeerState.FAILED, last_error=error)
+        if rt.status.state == PeerState.CONNECTED:
+            # the tunnel works: a store or record fault is news for LastError, not a state
+            # change (else the next poll flips it back and logs a handshake every cycle)
+            rt.status.update(last_error=error)
+        else:
+            rt.status.update(state=PeerState.FAILED, last_error=error)
         rt.next_fetch = self.loop.time() + rt.fetch_backoff.next()
         return CycleResult(False, error, cause)
 
@@ -714,7 +721,9 @@ class DeviceWorker:
         try:
             candidates = await self.engine.store_call(rt.store, _candidates(rt.store, key))
         except StoreError as exc:
-            log.warning(
+            _noise.warning(
+                log,
+                f"fetch:{self.cfg.name}:{rt.cfg.plugin}",
                 "fetch failed iface=%s peer=%s store=%s error=%s",
                 self.cfg.name,
                 rt.cfg.label,
@@ -723,7 +732,8 @@ class DeviceWorker:
             )
             raise StoreError(f"store {rt.cfg.plugin}: {exc}") from exc
         if not candidates:
-            rt.status.update(state=PeerState.WAITING, last_error="")
+            if rt.status.state != PeerState.CONNECTED:  # a working tunnel needs no record
+                rt.status.update(state=PeerState.WAITING, last_error="")
             rt.next_fetch = self.loop.time() + rt.fetch_backoff.next()
             log.debug(
                 "no record yet iface=%s peer=%s retry_in=%.1fs",
@@ -783,8 +793,13 @@ class DeviceWorker:
             best = fallback
         if best is None:
             error = "; ".join(dict.fromkeys(errors))
-            log.warning(
-                "record refused iface=%s peer=%s reason=%s", self.cfg.name, rt.cfg.label, error
+            _noise.warning(
+                log,
+                f"refused:{self.cfg.name}:{rt.cfg.label}:{error}",
+                "record refused iface=%s peer=%s reason=%s",
+                self.cfg.name,
+                rt.cfg.label,
+                error,
             )
             raise RecordError(f"record refused: {error}")
         rt.guard.accept(best[0], best[2])

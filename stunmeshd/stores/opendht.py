@@ -47,6 +47,7 @@ import aiohttp
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.logs import Throttle
 from stunmeshd.stores.http import read_bounded, transport_reason
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ MAX_BODY = 4 << 20  # anyone can add values under a key; do not read without bou
 SUGGESTED_PROXY = "https://dhtproxy.jami.net"
 MAX_LINE = 256 << 10  # a watched value's line; a DHT value is at most 64 KiB (base64: ~88 KiB)
 MAX_SEEN = 4096  # values a watch remembers; forgetting one only costs a spurious wake-up
+_noise = Throttle(60.0)  # a broken proxy is said once a minute, not once per peer and cycle
 KEEPALIVE = (60, 15, 4)  # TCP keep-alive idle, interval, probes: a dead proxy shows in ~2 min
 
 
@@ -141,6 +143,27 @@ def _decode_line(
         log.debug("opendht value ignored: ts %d is in the future", ts)
         return None
     return ts, data
+
+
+def holds_dht_values(body: bytes) -> bool:
+    """True for an empty answer or one with at least one DHT value line (JSON with ``data``).
+
+    Foreign values (anyone may put under a key) are DHT values too; an HTML error page, a
+    captive portal or random bytes answered with 200 are not, and must not read as "no
+    record yet".
+    """
+    if not body.strip():
+        return True
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, dict) and isinstance(value.get("data"), str):
+            return True
+    return False
 
 
 def parse_duration(value: Any, *, key: str) -> float:
@@ -460,16 +483,44 @@ class OpenDHTStore:
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     reason = transport_reason(exc)
                     failures.append(f"{endpoint}: {reason}")
-                    log.warning("opendht endpoint failed endpoint=%s reason=%s", endpoint, reason)
+                    _noise.warning(
+                        log,
+                        f"fail:{endpoint}",
+                        "opendht endpoint failed endpoint=%s reason=%s",
+                        endpoint,
+                        reason,
+                    )
                     continue
                 if status >= 400:
                     detail = raw[:200].decode("utf-8", "replace").strip()
                     failures.append(f"{endpoint}: HTTP {status} {detail}".rstrip())
-                    log.warning("opendht endpoint failed endpoint=%s status=%d", endpoint, status)
+                    _noise.warning(
+                        log,
+                        f"fail:{endpoint}",
+                        "opendht endpoint failed endpoint=%s status=%d",
+                        endpoint,
+                        status,
+                    )
                     continue
                 if len(raw) > MAX_BODY:
                     log.warning("opendht answer truncated endpoint=%s bytes=%d", endpoint, MAX_BODY)
                     raw = raw[: raw.rfind(b"\n", 0, MAX_BODY) + 1]
+                if method == "GET" and not holds_dht_values(raw):
+                    # not "no record yet": something that is no DHT proxy answered
+                    snippet = raw[:60].decode("utf-8", "replace")
+                    snippet = "".join(c if c.isprintable() else "?" for c in snippet)
+                    failures.append(f"{endpoint}: HTTP {status} but not DHT values: {snippet!r}")
+                    _noise.warning(
+                        log,
+                        f"garbage:{endpoint}",
+                        "opendht endpoint answered with data that is not DHT values "
+                        "endpoint=%s status=%d bytes=%d start=%r",
+                        endpoint,
+                        status,
+                        len(raw),
+                        snippet,
+                    )
+                    continue
                 return raw
         raise StoreError(f"opendht: {method} {key}: every endpoint failed: " + "; ".join(failures))
 

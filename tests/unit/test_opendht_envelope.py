@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -639,3 +640,46 @@ async def test_closing_a_watch_hangs_up(listen_proxies: StartListenProxy) -> Non
 
 def test_watch_is_advertised() -> None:
     assert getattr(OpenDHTStore, "supports_watch", False) is True
+
+
+# -- answers that are not DHT values (issue 13, item 5) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"<html><body>502 Bad Gateway</body></html>",
+        b"\x00\x01\x02\xff" * 20,
+        b'{"not":"a value"}\n[1,2]\n',
+    ],
+)
+async def test_a_proxy_answering_200_with_garbage_is_a_failure_said_once_a_minute(
+    proxies: StartProxy, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken, good = await proxies(), await proxies()
+    broken.body = garbage
+    good.body = line("stunmesh-v1", NOW - 5, "abcd")
+    caplog.set_level(logging.WARNING, logger="stunmeshd.stores.opendht")
+    failing_over = OpenDHTStore("dht", endpoints=[broken.url, good.url], clock=lambda: NOW)
+    alone = OpenDHTStore("dht", endpoints=[broken.url], clock=lambda: NOW)
+    try:
+        assert await failing_over.get_all(KEY) == [(NOW - 5, "abcd")]  # moved on
+        for _ in range(5):  # not "no record yet": an error that says what came back
+            with pytest.raises(StoreError, match="not DHT values"):
+                await alone.get_all(KEY)
+    finally:
+        await failing_over.close()
+        await alone.close()
+    said = [r for r in caplog.records if "not DHT values" in r.getMessage()]
+    assert len(said) == 1  # six bad answers from that proxy, one warning
+
+
+async def test_foreign_values_and_an_empty_answer_are_not_garbage(proxy: Proxy) -> None:
+    proxy.body = line("someone-else", NOW, "eeee")  # anyone may put under a key
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    try:
+        assert await store.get_all(KEY) == []
+        proxy.body = b""
+        assert await store.get_all(KEY) == []
+    finally:
+        await store.close()
