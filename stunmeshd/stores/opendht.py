@@ -26,7 +26,18 @@ refused (a skipped refresh would let the record expire).
 it arrives (``"expired":true`` marks a value leaving). That is the route every dhtnode with the
 ``/key/`` routes serves; the older ``LISTEN /<hash>`` method needs OpenDHT's forked HTTP parser
 (Debian's 2.4.12 drops the connection without an answer). The proxy sends nothing while idle,
-so there is no read timeout: TCP keep-alive notices a vanished proxy instead.
+so silence alone proves nothing: TCP keep-alive notices a vanished proxy, and a proxy that
+hangs with the connection open (its kernel still answers keep-alives) is found by a probe:
+after ``watch_idle_check`` (30 s) of silence a watch asks whether the endpoint answered
+anything lately, else sends one ``GET /`` shared by every watch on it. No answer within
+``timeout`` ends the watch with a StoreError, and the engine re-opens it (after 1 s, trying
+the endpoints in order). So a hung proxy is detected within 30 s + ``timeout`` (45 s with the
+default 15 s) and the watch re-opened on a working endpoint within another ``timeout`` + 1 s.
+
+Anyone may put values under a peer's key, and each new acceptable value is a reason to
+re-read; a watch wakes its caller at most once per ``min_wake_interval`` (1 s), folding what
+arrives meanwhile into that one wake, so a flood of puts costs at most one read per second
+per peer.
 """
 
 from __future__ import annotations
@@ -237,6 +248,8 @@ class OpenDHTStore:
     republish_interval = 240.0  # seconds; values expire after 600 s
     max_future_skew = MAX_FUTURE_SKEW  # seconds a value's ts may lie ahead of our clock
     supports_watch = True  # the engine probes this: ``watch`` pushes changes (see its doc)
+    min_wake_interval = 1.0  # s: a watch wakes its caller (a re-read) at most this often
+    watch_idle_check = 30.0  # s of silence on a stream before its proxy is probed
 
     def __init__(
         self,
@@ -259,6 +272,8 @@ class OpenDHTStore:
         self._slots: asyncio.Semaphore | None = None
         self._watch_session: aiohttp.ClientSession | None = None
         self._watching: set[aiohttp.ClientResponse] = set()  # open streams, for close()
+        self._alive: dict[str, float] = {}  # endpoint -> loop time it last answered
+        self._probes: dict[str, asyncio.Future[bool]] = {}  # shared liveness probes
 
     @classmethod
     def from_config(cls, cfg: PluginConfig) -> Self:
@@ -335,16 +350,37 @@ class OpenDHTStore:
         lines = _LineReader(resp, MAX_LINE)
         self._watching.add(resp)
         try:
+            loop = asyncio.get_running_loop()
+            last_wake = loop.time()
             yield
             while True:
                 try:
-                    batch = await lines.next_batch()
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    async with asyncio.timeout(self.watch_idle_check):
+                        batch = await lines.next_batch()
+                except TimeoutError:
+                    # silence is normal, but a proxy that hangs with the stream open is silent
+                    # too, and TCP keep-alive cannot tell: ask it (one probe for all watches)
+                    if await self._responsive(endpoint):
+                        continue
+                    _noise.warning(
+                        log, f"hung:{endpoint}", "opendht proxy hung endpoint=%s", endpoint
+                    )
+                    raise StoreError(
+                        f"opendht: watch {key} at {endpoint}: the proxy stopped answering"
+                    ) from None
+                except (aiohttp.ClientError, OSError) as exc:
                     reason = transport_reason(exc)
-                    log.warning("opendht watch broke endpoint=%s reason=%s", endpoint, reason)
+                    _noise.warning(
+                        log,
+                        f"broke:{endpoint}",
+                        "opendht watch broke endpoint=%s reason=%s",
+                        endpoint,
+                        reason,
+                    )
                     raise StoreError(f"opendht: watch {key} at {endpoint}: {reason}") from None
                 if batch is None:
                     raise StoreError(f"opendht: watch {key} at {endpoint}: the proxy ended it")
+                self._alive[endpoint] = loop.time()
                 now = self.clock()
                 fresh = False
                 for line in batch:
@@ -362,10 +398,41 @@ class OpenDHTStore:
                         del seen[next(iter(seen))]
                     fresh = True
                 if fresh:
+                    # anyone can put values under the key: wake the caller (a re-read) at
+                    # most once per min_wake_interval; what arrives meanwhile joins this wake
+                    pause = last_wake + self.min_wake_interval - loop.time()
+                    if pause > 0:
+                        await asyncio.sleep(pause)
+                    last_wake = loop.time()
                     yield
         finally:
             self._watching.discard(resp)
             resp.close()
+
+    async def _responsive(self, endpoint: str) -> bool:
+        """Whether ``endpoint`` answered anything lately, else a cheap ``GET /`` (node info).
+
+        Shared: concurrent callers (a thousand idle watches) await one probe, and any answer
+        within ``watch_idle_check`` counts, so an idle healthy proxy costs one request per
+        interval, not one per watch.
+        """
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._alive.get(endpoint, float("-inf")) < self.watch_idle_check:
+            return True
+        probe = self._probes.get(endpoint)
+        if probe is None or probe.done():
+            probe = self._probes[endpoint] = asyncio.ensure_future(self._probe(endpoint))
+        return await asyncio.shield(probe)
+
+    async def _probe(self, endpoint: str) -> bool:
+        session, _ = self._session_for_loop()
+        try:
+            async with asyncio.timeout(self.timeout), session.get(f"{endpoint}/") as resp:
+                await read_bounded(resp, 4096)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+        self._alive[endpoint] = asyncio.get_running_loop().time()
+        return True
 
     async def _open_watch(
         self, session: aiohttp.ClientSession, key: str
@@ -435,6 +502,9 @@ class OpenDHTStore:
         session, self._session = self._session, None
         watch_session, self._watch_session = self._watch_session, None
         self._slots = None
+        for probe in self._probes.values():
+            probe.cancel()
+        self._probes.clear()
         # closing a session does not wake a reader parked on a stream (aiohttp drops the
         # payload before the connection is lost), so end each open watch's read explicitly
         for resp in self._watching:
@@ -505,6 +575,7 @@ class OpenDHTStore:
                 if len(raw) > MAX_BODY:
                     log.warning("opendht answer truncated endpoint=%s bytes=%d", endpoint, MAX_BODY)
                     raw = raw[: raw.rfind(b"\n", 0, MAX_BODY) + 1]
+                self._alive[endpoint] = asyncio.get_running_loop().time()
                 if method == "GET" and not holds_dht_values(raw):
                     # not "no record yet": something that is no DHT proxy answered
                     snippet = raw[:60].decode("utf-8", "replace")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import itertools
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -372,6 +375,8 @@ class ListenProxy:
         self.listen_status = 200
         self.get_status = 200
         self.get_hangs = False
+        self.info_hangs = False  # ``GET /`` (node info) never answers: a hung proxy
+        self.probes = 0
         self.pushes: asyncio.Queue[bytes | None] = asyncio.Queue()  # None ends the stream
         self.opened = 0
         self.gone = asyncio.Event()  # a listener's connection went away
@@ -395,6 +400,12 @@ class ListenProxy:
             raise
         return resp
 
+    async def info(self, request: web.Request) -> web.Response:
+        self.probes += 1
+        if self.info_hangs:
+            await asyncio.sleep(3600)
+        return web.json_response({"node_id": "00" * 20, "ops": 1})
+
     async def get(self, request: web.Request) -> web.Response:
         if self.get_hangs:
             await asyncio.sleep(3600)
@@ -414,6 +425,7 @@ async def listen_proxies() -> AsyncIterator[StartListenProxy]:
         app = web.Application()
         app.router.add_get("/key/{key}/listen", p.listen)
         app.router.add_get("/key/{key}", p.get)
+        app.router.add_get("/", p.info)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         runners.append(runner)
@@ -682,4 +694,81 @@ async def test_foreign_values_and_an_empty_answer_are_not_garbage(proxy: Proxy) 
         proxy.body = b""
         assert await store.get_all(KEY) == []
     finally:
+        await store.close()
+
+
+# -- store-side pressure (issue 13, item 7) ---------------------------------------------------
+
+
+async def test_a_flood_of_puts_wakes_a_watch_about_once_per_interval(
+    listen_proxies: StartListenProxy,
+) -> None:
+    proxy = await listen_proxies()
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    store.min_wake_interval = 0.25  # the cap (1 s by default), shortened to keep the test quick
+    events = store.watch(KEY)
+    loop = asyncio.get_running_loop()
+    try:
+        await next_wake(events)  # live
+        values = [line("stunmesh-v1", NOW, secrets.token_hex(8)) for _ in range(400)]
+
+        async def flood() -> None:  # 400 acceptable foreign values, as anyone could put
+            for value in values:
+                proxy.pushes.put_nowait(value + b"\n")
+                await asyncio.sleep(0.003)
+
+        wakes: list[float] = []
+
+        async def count() -> None:
+            async for _ in events:
+                wakes.append(loop.time())
+
+        counting = asyncio.create_task(count())
+        started = loop.time()
+        await flood()
+        await asyncio.sleep(store.min_wake_interval * 3)  # the last wake comes through
+        elapsed = loop.time() - started
+        counting.cancel()
+        await asyncio.gather(counting, return_exceptions=True)
+    finally:
+        await events.aclose()
+        await store.close()
+    assert 1 <= len(wakes) <= elapsed / store.min_wake_interval + 2  # not one per value
+    gaps = [b - a for a, b in itertools.pairwise(wakes)]
+    assert all(gap >= store.min_wake_interval * 0.9 for gap in gaps)
+
+
+async def test_a_hung_proxy_ends_the_watch_and_one_probe_serves_every_watch(
+    listen_proxies: StartListenProxy,
+) -> None:
+    proxy = await listen_proxies()
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW, timeout=0.5)
+    store.watch_idle_check = 0.2  # 30 s by default
+    live = asyncio.Event()
+    ended: list[BaseException] = []
+
+    async def follow(i: int) -> None:
+        try:
+            async for _ in store.watch(hashlib.sha1(bytes([i])).hexdigest()):
+                live.set()
+        except StoreError as exc:
+            ended.append(exc)
+
+    followers = [asyncio.create_task(follow(i)) for i in range(5)]
+    try:
+        await asyncio.wait_for(live.wait(), 5)
+        # idle but healthy: the watches stay, sharing probes (not one probe per watch)
+        await asyncio.sleep(1.0)
+        assert not ended
+        assert 1 <= proxy.probes <= 1.0 / store.watch_idle_check + 2  # unshared: 5 times that
+        # the proxy hangs with every stream open (a stopped process): each watch ends, within
+        # the documented bound of watch_idle_check + timeout
+        proxy.info_hangs = True
+        bound = store.watch_idle_check + store.timeout
+        await asyncio.wait_for(asyncio.gather(*followers), bound * 2 + 1)
+        assert len(ended) == 5 and all("stopped answering" in str(e) for e in ended)
+    finally:
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
         await store.close()
