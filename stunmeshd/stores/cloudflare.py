@@ -4,9 +4,16 @@ Record ``<key>.<subdomain>.<zone>`` (or ``<key>.<zone>``) holds the raw hex valu
 (stunmesh-go's internal/plugin/builtin/cloudflare/cloudflare.go). The API quota is 1,200
 requests per 5 minutes per token, so this store is frugal:
 
-- the zone id is looked up once; record ids learned from lookups and writes are cached, so a
-  set costs one PATCH once the id is known and a get costs one list request — at most two
-  requests per peer per cycle;
+- the zone id is looked up once; reads are served from one listing of the zone's TXT records
+  (5,000 a page), fetched at most every ``list_ttl`` (10 s) and shared by every peer, so a
+  cycle's thousand reads cost one request; record ids come from that listing and from writes,
+  so a set costs one PATCH (or one POST for a new record);
+- writes go through a queue drained in the background, newest value per record: a write
+  waits for a budget slot as long as it takes, leaving ``write_keep`` (100) slots of every
+  window to reads, instead of failing. ``set`` returns once its value is written, or after
+  ``timeout`` with the value still queued (written when the quota allows; a newer value for
+  the same record replaces it). So 1,000 peers' publishes spread over the quota window
+  without a failed request; a write error (other than the quota) surfaces on the next set;
 - a set whose value equals what the record already holds costs nothing (stunmesh-go skips it
   too); with ``dedup`` the registry wraps this store in ``DedupStore``, so an unchanged
   endpoint spends no write at all;
@@ -34,7 +41,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -42,6 +49,7 @@ import aiohttp
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.logs import Throttle
 from stunmeshd.stores.http import read_bounded, transport_reason
 from stunmeshd.stores.ratelimit import BudgetExhausted, RequestBudget, shared_budget
 
@@ -58,6 +66,7 @@ LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 RECORD_NOT_FOUND = 81044  # PATCH of a record someone deleted
 OPTIONS = frozenset({"zone", "token", "subdomain", "api_base"})
 MAX_BODY = 8 << 20
+_noise = Throttle(60.0)
 DEFAULT_TIMEOUT = 10.0  # s per request, stunmesh-go's HTTP client timeout
 
 
@@ -159,6 +168,10 @@ class CloudflareStore:
     max_retry_after = QUOTA_WINDOW  # never pause longer than a whole quota window for one 429
     default_retry_after = 60.0  # a 429 without a usable Retry-After
     verify_after = 3600.0  # re-read a record we believe current at least this often
+    list_ttl = 10.0  # s a zone listing serves reads: one request for every peer's read
+    list_page = 5000  # records per listing page (the API's maximum for DNS records)
+    max_list_pages = 20  # 100,000 TXT records; beyond that the zone is not a mesh's
+    write_keep = 100  # budget slots per window that queued writes leave to reads
 
     def __init__(
         self,
@@ -170,6 +183,7 @@ class CloudflareStore:
         api_base: str = API_BASE,
         timeout: float = DEFAULT_TIMEOUT,
         dedup: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.zone = zone
@@ -179,6 +193,7 @@ class CloudflareStore:
         # Wait at most this long for a budget slot, else fail fast (booking nothing): the
         # engine abandons an operation after about ``timeout`` anyway.
         self.max_budget_wait = timeout
+        self.write_patience = timeout  # a set waits this long for its write, then leaves it queued
         self.dedup = dedup  # informational: the registry wraps DedupStore for dedup: true
         self._token = _Secret(token)
         self._budget = shared_budget(
@@ -191,6 +206,16 @@ class CloudflareStore:
         # fqdn -> (record id, content, monotonic time we learned it)
         self._records: dict[str, tuple[str, str, float]] = {}
         self._key_locks: dict[str, asyncio.Lock] = {}
+        self.clock = clock  # for the listing's age and the id cache; a test's virtual clock
+        self._listing: dict[str, tuple[str, str]] = {}  # fqdn -> (id, content)
+        self._listed_at = float("-inf")
+        self._listing_task: asyncio.Future[dict[str, tuple[str, str]]] | None = None
+        self._pending: dict[str, str] = {}  # fqdn -> newest value waiting to be written
+        self._waiters: dict[str, list[asyncio.Future[StoreError | None]]] = {}
+        self._write_errors: dict[str, StoreError] = {}  # fqdn -> last failed write
+        self._wakeup: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._writing = False
 
     @classmethod
     def from_config(cls, cfg: PluginConfig) -> Self:
@@ -246,15 +271,22 @@ class CloudflareStore:
     # -- the Store protocol ---------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
-        """The TXT content under ``key`` (quotes stripped, strings joined), or None."""
+        """The TXT content under ``key`` (quotes stripped, strings joined), or None.
+
+        From the zone listing, at most ``list_ttl`` old (one request serves every peer).
+        """
         fqdn = self.record_name(_check_key(key))
-        found = await self._lookup(fqdn)
+        found = (await self._zone_listing()).get(fqdn)
         if found is None:
             return None
         return found[1] or None
 
     async def set(self, key: str, value: str) -> None:
-        """Write ``value`` under ``key``: PATCH when the record id is known, else look up first."""
+        """Queue ``value`` for ``key``; return once written, or after ``timeout`` still queued.
+
+        Raises StoreError for a bad value, when this write failed, or when the previous write
+        of this record failed (it is retried with this value).
+        """
         fqdn = self.record_name(_check_key(key))
         if not isinstance(value, str) or not VALUE_RE.match(value):
             raise StoreError("cloudflare: the value must be lower-case hex")
@@ -263,35 +295,128 @@ class CloudflareStore:
                 f"cloudflare: value of {len(value)} chars exceeds the TXT limit of "
                 f"{TXT_CONTENT_MAX}"
             )
-        lock = self._key_locks.setdefault(fqdn, asyncio.Lock())
-        async with lock:
-            known = self._records.get(fqdn)
-            if known is not None and time.monotonic() - known[2] > self.verify_after:
-                known = None  # someone may have deleted or changed it: look again
-            if known is None:
-                found = await self._lookup(fqdn)
+        earlier = self._write_errors.pop(fqdn, None)
+        waiter: asyncio.Future[StoreError | None] = asyncio.get_running_loop().create_future()
+        for superseded in self._waiters.pop(fqdn, []):
+            if not superseded.done():
+                superseded.set_result(None)  # the newer value covers it
+        self._pending.pop(fqdn, None)
+        self._pending[fqdn] = value  # to the back: first come, first written
+        self._waiters[fqdn] = [waiter]
+        self._start_writer()
+        if earlier is not None:
+            raise StoreError(f"{earlier} (retrying with the new value)")
+        try:
+            async with asyncio.timeout(self.write_patience):
+                failure = await asyncio.shield(waiter)
+        except TimeoutError:
+            log.debug("cloudflare write queued name=%s queued=%d", fqdn, len(self._pending))
+            return
+        if failure is not None:
+            raise failure
+
+    async def flush(self) -> None:
+        """Wait until every queued write is done (written or failed)."""
+        while self._pending or self._writing:
+            waiters = [w for ws in self._waiters.values() for w in ws]
+            if waiters:
+                await asyncio.wait(waiters)
             else:
-                found = known[:2]
-            if found is not None and found[1] == value:
-                log.debug("cloudflare set skipped, unchanged name=%s", fqdn)
+                await asyncio.sleep(0)
+
+    @property
+    def queued(self) -> int:
+        """Writes waiting for a budget slot."""
+        return len(self._pending)
+
+    def _start_writer(self) -> None:
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        self._wakeup.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name=f"cloudflare-{self.name}")
+
+    async def _drain(self) -> None:
+        """Write queued values one by one at the budget's pace, newest value per record."""
+        assert self._wakeup is not None
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            fqdn = next(iter(self._pending))
+            value = self._pending.pop(fqdn)
+            waiters = self._waiters.pop(fqdn, [])
+            self._writing = True
+            failure: StoreError | None = None
+            try:
+                await self._write(fqdn, value)
+            except CloudflareAPIError as exc:
+                if exc.status == 429 and fqdn not in self._pending:
+                    self._pending[fqdn] = value  # the quota, not the write: try again later
+                    self._waiters.setdefault(fqdn, []).extend(waiters)
+                    waiters = []
+                else:
+                    failure = exc
+            except StoreError as exc:
+                failure = exc
+            except Exception as exc:  # a bug must not stop every later write
+                log.exception("cloudflare write crashed name=%s", fqdn)
+                failure = StoreError(f"cloudflare: internal error: {exc}")
+            finally:
+                self._writing = False
+            if failure is not None:
+                _noise.warning(log, f"write:{self.name}", "cloudflare write failed: %s", failure)
+                if not any(not w.done() for w in waiters):
+                    self._write_errors[fqdn] = failure  # nobody waits: tell the next set
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(failure)
+
+    async def _write(self, fqdn: str, value: str) -> None:
+        """PATCH when the record id is known (cache or listing), else look up, else POST."""
+        known = self._records.get(fqdn)
+        if known is not None and self.clock() - known[2] > self.verify_after:
+            known = None  # someone may have deleted or changed it: look again
+        if known is None:
+            found = (await self._zone_listing(writer=True)).get(fqdn)
+        else:
+            found = known[:2]
+        if found is not None and found[1] == value:
+            log.debug("cloudflare set skipped, unchanged name=%s", fqdn)
+            return
+        if found is not None:
+            try:
+                await self._patch(fqdn, found[0], value)
                 return
-            if found is not None:
-                try:
+            except CloudflareAPIError as exc:
+                if RECORD_NOT_FOUND not in exc.codes and exc.status != 404:
+                    raise
+                self._records.pop(fqdn, None)
+                log.info("cloudflare record vanished, looking again name=%s", fqdn)
+                found = await self._lookup(fqdn)
+                if found is not None:
                     await self._patch(fqdn, found[0], value)
                     return
-                except CloudflareAPIError as exc:
-                    if RECORD_NOT_FOUND not in exc.codes and exc.status != 404:
-                        raise
-                    self._records.pop(fqdn, None)
-                    log.info("cloudflare record vanished, looking again name=%s", fqdn)
-                    found = await self._lookup(fqdn)
-                    if found is not None:
-                        await self._patch(fqdn, found[0], value)
-                        return
-            await self._create(fqdn, value)
+        await self._create(fqdn, value)
 
     async def close(self) -> None:
-        """Close the HTTP session (a later call opens a new one)."""
+        """Close the HTTP session (a later call opens a new one); queued writes are dropped."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        listing, self._listing_task = self._listing_task, None
+        if listing is not None:
+            listing.cancel()
+            await asyncio.gather(listing, return_exceptions=True)
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(StoreError("cloudflare: the store was closed"))
+        self._waiters.clear()
+        self._pending.clear()
+        self._wakeup = None
         session, self._session = self._session, None
         self._slots = None
         self._zone_lock = None
@@ -321,11 +446,50 @@ class CloudflareStore:
                 self._zone_id = zone_id
             return self._zone_id
 
+    async def _zone_listing(self, *, writer: bool = False) -> dict[str, tuple[str, str]]:
+        """fqdn -> (id, content) of every TXT record under our names, at most list_ttl old."""
+        if self.clock() - self._listed_at < self.list_ttl:
+            return self._listing
+        task = self._listing_task
+        if task is None or task.done():
+            task = self._listing_task = asyncio.ensure_future(self._list_all(writer=writer))
+        return await asyncio.shield(task)
+
+    async def _list_all(self, *, writer: bool) -> dict[str, tuple[str, str]]:
+        zone_id = await self._zone()
+        suffix = f".{self.subdomain}.{self.zone}" if self.subdomain else f".{self.zone}"
+        found: dict[str, tuple[str, str]] = {}
+        for page in range(1, self.max_list_pages + 1):
+            data = await self._call(
+                "GET",
+                f"/zones/{zone_id}/dns_records",
+                params={"type": "TXT", "per_page": str(self.list_page), "page": str(page)},
+                keep=self.write_keep if writer else 0,
+            )
+            result = data.get("result")
+            for record in result if isinstance(result, list) else []:
+                name = record.get("name") if isinstance(record, Mapping) else None
+                if isinstance(name, str) and name.lower().endswith(suffix):
+                    remembered = self._remember(name.lower(), record)
+                    if remembered is not None:
+                        found.setdefault(name.lower(), remembered)
+            info = data.get("result_info")
+            pages = info.get("total_pages") if isinstance(info, Mapping) else None
+            if not isinstance(pages, int) or page >= pages or not result:
+                break
+        else:
+            log.warning("cloudflare zone has over %d TXT records; read the first", len(found))
+        self._listing, self._listed_at = found, self.clock()
+        return found
+
     async def _lookup(self, fqdn: str) -> tuple[str, str] | None:
         """(record id, content) of the TXT record named ``fqdn``, or None; caches the id."""
         zone_id = await self._zone()
         data = await self._call(
-            "GET", f"/zones/{zone_id}/dns_records", params={"type": "TXT", "name": fqdn}
+            "GET",
+            f"/zones/{zone_id}/dns_records",
+            params={"type": "TXT", "name": fqdn},
+            keep=self.write_keep,
         )
         result = data.get("result")
         if not isinstance(result, list) or not result:
@@ -338,15 +502,20 @@ class CloudflareStore:
     async def _patch(self, fqdn: str, record_id: str, value: str) -> None:
         zone_id = await self._zone()
         data = await self._call(
-            "PATCH", f"/zones/{zone_id}/dns_records/{record_id}", body={"content": value}
+            "PATCH",
+            f"/zones/{zone_id}/dns_records/{record_id}",
+            body={"content": value},
+            keep=self.write_keep,
         )
         if self._remember(fqdn, data.get("result"), fallback_id=record_id) is None:
-            self._records[fqdn] = (record_id, value, time.monotonic())
+            self._records[fqdn] = (record_id, value, self.clock())
 
     async def _create(self, fqdn: str, value: str) -> None:
         zone_id = await self._zone()
         body = {"type": "TXT", "name": fqdn, "content": value, "comment": "Stunmesh"}
-        data = await self._call("POST", f"/zones/{zone_id}/dns_records", body=body)
+        data = await self._call(
+            "POST", f"/zones/{zone_id}/dns_records", body=body, keep=self.write_keep
+        )
         if self._remember(fqdn, data.get("result")) is None:
             self._records.pop(fqdn, None)  # created, but the id is unknown: look up next time
 
@@ -360,7 +529,7 @@ class CloudflareStore:
         if not isinstance(record_id, str) or not isinstance(content, str):
             return None
         content = unquote_txt(content)
-        self._records[fqdn] = (record_id, content, time.monotonic())
+        self._records[fqdn] = (record_id, content, self.clock())
         return record_id, content
 
     # -- transport --------------------------------------------------------------------------
@@ -382,8 +551,13 @@ class CloudflareStore:
         *,
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
+        keep: int = 0,
     ) -> dict[str, Any]:
-        """One API call under the budget, with bounded retries; returns the JSON envelope."""
+        """One API call under the budget, with bounded retries; returns the JSON envelope.
+
+        ``keep``: a queued write's call, which waits as long as the budget needs, leaving
+        that many slots of each window to others; other calls wait at most ``timeout``.
+        """
         session, slots = self._session_for_loop()
         retryable = method != "POST"  # a repeated POST may create a second record
         what = f"{method} {path}"
@@ -391,7 +565,10 @@ class CloudflareStore:
         async with slots:
             while True:
                 try:
-                    await self._budget.acquire(max_wait=self.max_budget_wait)
+                    if keep:
+                        await self._budget.acquire(keep=keep)
+                    else:
+                        await self._budget.acquire(max_wait=self.max_budget_wait)
                 except BudgetExhausted as exc:
                     raise StoreError(f"cloudflare: {what}: {exc}") from None
                 try:
