@@ -8,7 +8,7 @@ DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nft
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
            systemd procps libglib2.0-bin
 
-BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
+BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle store_watch
 
 PREFIX  ?= /usr
 DESTDIR ?=

@@ -69,7 +69,7 @@ async def opendht_cycle(urls: list[str], peers: int) -> float:
 
 
 async def cloudflare_cycles(peers: int) -> tuple[float, float]:
-    async with CloudflareFake(token="bench-token", zones=[ZONE]) as fake:
+    async with CloudflareFake(token="bench-token", zones=[ZONE], quota=None) as fake:
         pub, fetch = keys("pub", peers), keys("fetch", peers)
         for i, key in enumerate(fetch):
             fake.add_record(ZONE, f"{key}.mesh.{ZONE}", f"{i:04x}")
