@@ -8,7 +8,9 @@ DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nft
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
            systemd procps libglib2.0-bin
 
-BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle store_watch
+BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
+BENCHES += bus_reconnect
+BENCHES += store_watch
 
 PREFIX  ?= /usr
 DESTDIR ?=

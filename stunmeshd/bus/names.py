@@ -48,6 +48,7 @@ class Error:
     INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
     # a caller sent Refresh faster than its per-sender allowance (a standard name on purpose)
     LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
+    UNKNOWN_INTERFACE = "org.freedesktop.DBus.Error.UnknownInterface"
     SERVICE_UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
     NAME_HAS_NO_OWNER = "org.freedesktop.DBus.Error.NameHasNoOwner"
     NO_REPLY = "org.freedesktop.DBus.Error.NoReply"

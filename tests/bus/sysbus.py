@@ -53,6 +53,8 @@ class TestUser:
                 check=True,
             )
             self.created_user = True
+        if self.name not in grp.getgrnam(self.group).gr_mem:  # made by someone else, without it
+            subprocess.run(["usermod", "--append", "--groups", self.group, self.name], check=True)
         return self
 
     def remove(self) -> None:
