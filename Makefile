@@ -11,6 +11,7 @@ DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nft
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 BENCHES += bus_reconnect
 BENCHES += store_watch
+BENCHES += config_limits
 
 PREFIX  ?= /usr
 DESTDIR ?=
@@ -55,3 +56,10 @@ install:
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# A long fuzz run: the fuzz tests (tests/fuzz) with FUZZ_EXAMPLES examples each; `make test`
+# runs the same tests with a small budget.
+FUZZ_EXAMPLES ?= 10000
+.PHONY: fuzz
+fuzz: venv
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/fuzz

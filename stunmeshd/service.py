@@ -126,7 +126,12 @@ async def oneshot(engine: Engine, config: Config, wait: float, stop: asyncio.Eve
     done = asyncio.Event()
 
     def check(_event: Event | None = None) -> None:
-        peers = [p for d in engine.model.devices.values() for p in d.peers.values()]
+        peers = [
+            p
+            for d in engine.model.devices.values()
+            for p in d.peers.values()
+            if p.state != PeerState.DISABLED
+        ]
         if len(peers) == configured and all(
             p.state in (PeerState.APPLIED, PeerState.CONNECTED) for p in peers
         ):
@@ -151,9 +156,13 @@ async def oneshot(engine: Engine, config: Config, wait: float, stop: asyncio.Eve
         + (f" ({p.last_error})" if p.last_error else "")
         for d in engine.model.devices.values()
         for p in d.peers.values()
-        if p.state not in (PeerState.APPLIED, PeerState.CONNECTED)
+        if p.state not in (PeerState.APPLIED, PeerState.CONNECTED, PeerState.DISABLED)
     ]
-    managed = sum(len(d.peers) for d in engine.model.devices.values())
+    managed = sum(
+        p.state != PeerState.DISABLED
+        for d in engine.model.devices.values()
+        for p in d.peers.values()
+    )
     if managed < configured:
         missing.append(f"{configured - managed} configured peer(s) not on their device")
     log.error("oneshot: not every peer got an endpoint within %.0f s: %s", wait, "; ".join(missing))

@@ -191,7 +191,6 @@ def test_endpoint_then_endpoints_in_order(options: dict[str, Any], expected: tup
         ({"endpoint": "https://a.example", "magic": 7}, "plugins.dht.magic", "string"),
         ({"endpoint": "https://a.example", "timeout": "soon"}, "plugins.dht.timeout", "duration"),
         ({"endpoint": "https://a.example", "timeout": 0}, "plugins.dht.timeout", "more than 0"),
-        ({"endpoint": "https://a.example", "dedup": True}, "plugins.dht.dedup", "expire"),
     ],
 )
 def test_bad_options_name_the_key(options: dict[str, Any], key: str, fragment: str) -> None:
