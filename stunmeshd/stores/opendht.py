@@ -32,7 +32,8 @@ after ``watch_idle_check`` (30 s) of silence a watch asks whether the endpoint a
 anything lately, else sends one ``GET /`` shared by every watch on it. No answer within
 ``timeout`` ends the watch with a StoreError, and the engine re-opens it (after 1 s, trying
 the endpoints in order). So a hung proxy is detected within 30 s + ``timeout`` (45 s with the
-default 15 s) and the watch re-opened on a working endpoint within another ``timeout`` + 1 s.
+default 15 s) and the watch re-opened on a working endpoint within another 2 x ``timeout``
++ 1 s (the hung endpoint's open times out; the next stream's snapshot read is bounded too).
 
 Anyone may put values under a peer's key, and each new acceptable value is a reason to
 re-read; a watch wakes its caller at most once per ``min_wake_interval`` (1 s), folding what
