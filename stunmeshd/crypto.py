@@ -261,9 +261,11 @@ class RecordGuard:
       stunmesh-go (which never writes ``ts``) or after its fast clock was corrected. Such a
       record is accepted only when it cannot hurt or the tunnel is already down:
 
-      - it names the endpoint in use (``current``): accepted, it changes nothing;
+      - without ``ts`` and naming the endpoint in use (``current``): accepted, it changes
+        nothing (a peer back on stunmesh-go at its old endpoint);
       - the tunnel is up (``live``: a recent handshake): refused — a working tunnel is never
-        moved by an out-of-order record;
+        moved by an out-of-order record, and an older ``ts`` is a replay to report;
+      - it names the endpoint in use: accepted, it changes nothing;
       - its value is one accepted before (the last ``remember``): refused, a verbatim replay;
       - otherwise accepted, as a *fallback* that the engine uses only when no in-order record
         offers another endpoint; the ``ts`` mark is not lowered.
@@ -324,10 +326,13 @@ class RecordGuard:
             why = f"ts {record.ts} was superseded by a record without ts"
         else:
             why = f"ts {record.ts} older than {newest}"
-        if current and current in record.endpoints:
-            return False  # names the endpoint in use: harmless
+        names_current = bool(current) and current in record.endpoints
+        if names_current and record.ts is None:
+            return False  # a peer back on stunmesh-go where it was: changes nothing
         if live:
             raise RecordError(f"replayed: {why}, while the tunnel is up")
+        if names_current:
+            return False  # changes nothing
         if value in self._accepted:
             raise RecordError(f"replayed: {why}, and accepted before")
         return False
