@@ -172,6 +172,7 @@ class CloudflareStore:
     list_page = 5000  # records per listing page (the API's maximum for DNS records)
     max_list_pages = 20  # 100,000 TXT records; beyond that the zone is not a mesh's
     write_keep = 100  # budget slots per window that queued writes leave to reads
+    requeue_after = 5.0  # s before a failed queued write is tried again (doubling to 5 min)
 
     def __init__(
         self,
@@ -213,7 +214,10 @@ class CloudflareStore:
         self._pending: dict[str, str] = {}  # fqdn -> newest value waiting to be written
         self._waiters: dict[str, list[asyncio.Future[StoreError | None]]] = {}
         self._write_errors: dict[str, StoreError] = {}  # fqdn -> last failed write
+        self._intended: dict[str, str] = {}  # fqdn -> the newest value set for it
+        self._retry_delay: dict[str, float] = {}  # fqdn -> backoff of a failed queued write
         self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._writing = False
 
@@ -300,6 +304,7 @@ class CloudflareStore:
         for superseded in self._waiters.pop(fqdn, []):
             if not superseded.done():
                 superseded.set_result(None)  # the newer value covers it
+        self._intended[fqdn] = value
         self._pending.pop(fqdn, None)
         self._pending[fqdn] = value  # to the back: first come, first written
         self._waiters[fqdn] = [waiter]
@@ -310,6 +315,11 @@ class CloudflareStore:
             async with asyncio.timeout(self.write_patience):
                 failure = await asyncio.shield(waiter)
         except TimeoutError:
+            # nobody waits for it now: a failure is retried by the writer and told to the
+            # next set of this record
+            with contextlib.suppress(ValueError):
+                self._waiters.get(fqdn, []).remove(waiter)
+            waiter.cancel()
             log.debug("cloudflare write queued name=%s queued=%d", fqdn, len(self._pending))
             return
         if failure is not None:
@@ -318,11 +328,8 @@ class CloudflareStore:
     async def flush(self) -> None:
         """Wait until every queued write is done (written or failed)."""
         while self._pending or self._writing:
-            waiters = [w for ws in self._waiters.values() for w in ws]
-            if waiters:
-                await asyncio.wait(waiters)
-            else:
-                await asyncio.sleep(0)
+            assert self._idle is not None
+            await self._idle.wait()
 
     @property
     def queued(self) -> int:
@@ -330,23 +337,25 @@ class CloudflareStore:
         return len(self._pending)
 
     def _start_writer(self) -> None:
-        if self._wakeup is None:
-            self._wakeup = asyncio.Event()
+        if self._wakeup is None or self._idle is None:
+            self._wakeup, self._idle = asyncio.Event(), asyncio.Event()
+        self._idle.clear()
         self._wakeup.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain(), name=f"cloudflare-{self.name}")
 
     async def _drain(self) -> None:
         """Write queued values one by one at the budget's pace, newest value per record."""
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._idle is not None
         while True:
             if not self._pending:
+                self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             fqdn = next(iter(self._pending))
             value = self._pending.pop(fqdn)
-            waiters = self._waiters.pop(fqdn, [])
+            waiters = [w for w in self._waiters.pop(fqdn, []) if not w.done()]
             self._writing = True
             failure: StoreError | None = None
             try:
@@ -365,13 +374,32 @@ class CloudflareStore:
                 failure = StoreError(f"cloudflare: internal error: {exc}")
             finally:
                 self._writing = False
-            if failure is not None:
+            waiters = [w for w in waiters if not w.done()]  # a set may have left meanwhile
+            if failure is None:
+                self._retry_delay.pop(fqdn, None)
+            else:
                 _noise.warning(log, f"write:{self.name}", "cloudflare write failed: %s", failure)
-                if not any(not w.done() for w in waiters):
-                    self._write_errors[fqdn] = failure  # nobody waits: tell the next set
+                if not waiters:  # the set that queued it has returned: retry, tell the next
+                    self._write_errors[fqdn] = failure
+                    self._retry_later(fqdn, value)
             for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(failure)
+                waiter.set_result(failure)
+
+    def _retry_later(self, fqdn: str, value: str) -> None:
+        """Queue a failed write again after a backoff (5 s doubling to 5 min), unless a newer
+        value came meanwhile: a set that returned with its value queued relies on it (dedup
+        will not publish an unchanged endpoint again)."""
+        delay = min(QUOTA_WINDOW, self._retry_delay.get(fqdn, self.requeue_after / 2) * 2)
+        self._retry_delay[fqdn] = delay
+
+        def requeue() -> None:
+            if self._writer is None or self._intended.get(fqdn) != value:
+                return  # closed, or superseded
+            if fqdn not in self._pending:
+                self._pending[fqdn] = value
+                self._start_writer()
+
+        asyncio.get_running_loop().call_later(delay, requeue)
 
     async def _write(self, fqdn: str, value: str) -> None:
         """PATCH when the record id is known (cache or listing), else look up, else POST."""
@@ -416,7 +444,7 @@ class CloudflareStore:
                     waiter.set_result(StoreError("cloudflare: the store was closed"))
         self._waiters.clear()
         self._pending.clear()
-        self._wakeup = None
+        self._wakeup = self._idle = None
         session, self._session = self._session, None
         self._slots = None
         self._zone_lock = None

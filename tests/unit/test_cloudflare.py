@@ -569,3 +569,26 @@ async def test_a_thousand_peers_stay_inside_the_quota_without_a_failed_request(
         # several windows, and fewer than asked for (a queued record takes the newest value)
         assert 2 * peers <= fake.count("PATCH", ONE) < (cycles - 1) * peers
         assert fake.total > 3 * 1200
+
+
+async def test_a_queued_write_that_fails_is_retried_and_told_to_the_next_set(
+    fake: CloudflareFake, make_store: Callable[..., CloudflareStore]
+) -> None:
+    store = make_store()
+    store.requeue_after = 0.05
+    key = hexkey("queued")
+    await store.set(key, "aa01")  # created; the record id is known now
+    store.write_patience = 0.0  # the next set returns with its value still queued
+    fake.fail_next(503, times=store.max_attempts, method="PATCH")
+    await store.set(key, "bb02")
+    await store.flush()  # the write failed after its retries ...
+    assert fake.find(f"{key}.mesh.{ZONE}")[0].content == "aa01"
+    for _ in range(100):  # ... and is queued again by itself (dedup would not re-publish)
+        if fake.find(f"{key}.mesh.{ZONE}")[0].content == "bb02":
+            break
+        await asyncio.sleep(0.02)
+    assert fake.find(f"{key}.mesh.{ZONE}")[0].content == "bb02"
+    with pytest.raises(StoreError, match="503"):  # the next set says what happened
+        await store.set(key, "cc03")
+    await store.flush()
+    assert fake.find(f"{key}.mesh.{ZONE}")[0].content == "cc03"  # and still writes
