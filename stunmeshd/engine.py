@@ -1,17 +1,7 @@
 """The engine: one worker per managed WireGuard interface — discover, publish, fetch, apply.
 
-Scheduling rules (why they are what they are):
-- A full cycle runs at start, every ``refresh_interval`` (or sooner when a store's records
-  expire), and on request; concurrent requests coalesce into one cycle.
-- A peer whose record is not there yet is re-fetched with a short backoff (1 s doubling, capped
-  at the refresh interval): two hosts started together connect in about a second instead of a
-  whole interval.
-- While a peer has no handshake, our NAT mapping is kept warm by re-running STUN at most every
-  25 s, and republished if it moved.
-- An endpoint WireGuard roamed to (a recent authenticated handshake from elsewhere) is not
-  overwritten by an older record.
-- A store, STUN or WireGuard failure never stops the worker: the state says why, the last good
-  endpoint stays, the next try comes with backoff.
+When cycles run, what is retried how soon, when a peer counts as failed: the scheduling rules
+are written down once, in docs/architecture.md ("Scheduling rules"); this module implements them.
 
 The engine knows nothing of D-Bus: it writes ``model`` state and emits its events.
 """
@@ -471,7 +461,9 @@ class DeviceWorker:
             if rt.watch is not None:
                 rt.watch.cancel()  # re-established on the next sync, on the new store
         rt.cfg = new
-        rt.status.update(name=new.label, store=new.plugin, protocol=new.protocol)
+        rt.status.update(
+            name=new.label, store=new.plugin, protocol=new.protocol, description=new.description
+        )
 
     def _sync_peers(self, info: DeviceInfo) -> None:
         """Manage the peers that are both configured and on the device; show configured peers
@@ -561,6 +553,7 @@ class DeviceWorker:
                 public_key=b64(cfg.public_key),
                 store=cfg.plugin,
                 protocol=cfg.protocol,
+                description=cfg.description,
                 **fields,
             )
         else:
@@ -576,6 +569,7 @@ class DeviceWorker:
                 public_key=b64(cfg.public_key),
                 store=cfg.plugin,
                 protocol=cfg.protocol,
+                description=cfg.description,
             )
         else:  # WireGuard gained the peer: the same object moves on, with a full cycle
             status.update(state=PeerState.UNKNOWN, last_error="")
@@ -603,7 +597,11 @@ class DeviceWorker:
         self.absent.pop(key, None)
         rt = self.peers.pop(key, None)
         if rt is not None:
-            log.info("peer removed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
+            log.info(
+                "peer no longer managed (WireGuard keeps it) iface=%s peer=%s",
+                self.cfg.name,
+                rt.cfg.label,
+            )
             if rt.watch is not None:
                 rt.watch.cancel()
         self.engine.model.remove_peer(self.status, b64(key))

@@ -172,6 +172,7 @@ class PeerStatus(_Tracked):
     public_key: str  # base64
     store: str  # plugin instance name
     protocol: str = "ipv4"
+    description: str = ""  # the config's free text about the peer
     state: PeerState = PeerState.UNKNOWN
     last_error: str = ""
     endpoint: str = ""  # configured in WireGuard now

@@ -23,7 +23,7 @@ from stunmeshd.config import (
 from stunmeshd.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-# The wire-format.md vectors: public keys of the private keys 01*32 and 02*32.
+# The docs/wire-format.md vectors: public keys of the private keys 01*32 and 02*32.
 PUB_A = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk="
 PUB_B = "zo060cy2M+x7cMF4FKXHbs0CloUFDTRHRboFhw5YfVk="
 SECRET = "S3CR3T-T0KEN-do-not-print"

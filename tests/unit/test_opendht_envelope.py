@@ -30,7 +30,7 @@ from stunmeshd.stores.opendht import (
 KEY = "3061b8fcbdb6972059518f1adc3590dca6a5f352"
 NOW = 1_700_000_000
 VALUE = "000102030405060708090a0b0c0d0e0f1011121314151617"
-# Written out from wire-format.md's field order, then base64 (standard alphabet, padded).
+# Written out from docs/wire-format.md's field order, then base64 (standard alphabet, padded).
 ENVELOPE = (
     b'{"magic":"stunmesh-v1","ts":1700000000,'
     b'"data":"000102030405060708090a0b0c0d0e0f1011121314151617"}'
