@@ -260,21 +260,40 @@ class RecordGuard:
     """Refuses reflected and replayed records from one peer. Keep one per (device, peer).
 
     stunmesh-go's box uses one shared secret for both directions, so anyone who can write to
-    the store can copy my own record into my fetch slot and it still opens. Rules:
+    the store can copy my own record into my fetch slot and it still opens; and on OpenDHT
+    anyone can put an old sealed record of the peer back under its key. Rules:
 
     * **reflected** — the value is byte-identical to one of the last ``remember`` values I
       published for this peer, or the record names one of my own endpoints: refused.
-    * **replayed** — ``ts`` older than the newest ``ts`` accepted from this peer: refused.
-      An equal ``ts`` is accepted (a peer that dedups re-serves the same record).
-    * **ts-less records** (all that stunmesh-go writes) are accepted while the peer has never
-      sent a ``ts``. Once a record with ``ts`` was accepted, a ts-less one is refused as a
-      replay (a downgrade to an old stunmesh-go-era record); ``reset()`` forgets, e.g. when the
-      peer is known to have gone back to stunmesh-go. Memory only: a restart starts afresh.
+    * **in order** — no ``ts`` accepted yet from this peer, or ``ts`` newer than the newest
+      accepted, or equal to it (a peer that dedups re-serves its record) as long as no
+      out-of-order record was accepted since (then the peer has moved on from it).
+    * **out of order** — a ``ts`` older than the newest accepted, or no ``ts`` after one was
+      accepted: what a replay looks like, but also what a peer sends after going back to
+      stunmesh-go (which never writes ``ts``) or after its fast clock was corrected. Such a
+      record is accepted only when it cannot hurt or the tunnel is already down:
+
+      - without ``ts`` and naming the endpoint in use (``current``): accepted, it changes
+        nothing (a peer back on stunmesh-go at its old endpoint);
+      - the tunnel is up (``live``: a recent handshake): refused — a working tunnel is never
+        moved by an out-of-order record, and an older ``ts`` is a replay to report;
+      - it names the endpoint in use: accepted, it changes nothing;
+      - its value is one accepted before (the last ``remember``): refused, a verbatim replay;
+      - otherwise accepted, as a *fallback* that the engine uses only when no in-order record
+        offers another endpoint; the ``ts`` mark is not lowered.
+
+    What this still stops: no replay moves a working tunnel; no replay of a record read
+    before is taken again; a peer on stunmeshd (records with ``ts``) always wins over replays
+    of its older records, because its in-order record is preferred. What it no longer stops:
+    while the tunnel is down anyway, an old record never read before may be applied, until
+    the peer's next in-order record replaces it. A restart starts afresh (memory only).
     """
 
     def __init__(self, *, remember: int = 64) -> None:
         self._published: deque[str] = deque(maxlen=remember)
+        self._accepted: deque[str] = deque(maxlen=remember)
         self._newest_ts: int | None = None
+        self._moved_on = False  # an out-of-order record was accepted after the newest ts
 
     @property
     def newest_ts(self) -> int | None:
@@ -286,35 +305,66 @@ class RecordGuard:
         self._published.append(value_hex.strip().lower())
 
     def check(
-        self, value_hex: str, record: EndpointRecord, own_endpoints: Iterable[str] = ()
-    ) -> None:
-        """Raise RecordError ("reflected: ..." / "replayed: ...") if the record is refused.
+        self,
+        value_hex: str,
+        record: EndpointRecord,
+        own_endpoints: Iterable[str] = (),
+        *,
+        current: str = "",
+        live: bool = False,
+    ) -> bool:
+        """True for an in-order record, False for an acceptable out-of-order one (fallback).
 
-        ``own_endpoints``: my current public endpoints (``ip:port`` / ``[ip]:port``).
+        Raises RecordError ("reflected: ..." / "replayed: ...") if the record is refused.
+        ``own_endpoints``: my current public endpoints (``ip:port`` / ``[ip]:port``);
+        ``current``: the peer's endpoint in use; ``live``: its tunnel has a recent handshake.
         """
-        if value_hex.strip().lower() in self._published:
+        value = value_hex.strip().lower()
+        if value in self._published:
             raise RecordError("reflected: the value is one we published for this peer")
         mine = _canonical_endpoints(own_endpoints)
         for endpoint in record.endpoints:
             if endpoint in mine:
                 raise RecordError(f"reflected: the record names our own endpoint {endpoint}")
         newest = self._newest_ts
-        if newest is None:
-            return
+        if newest is None or (
+            record.ts is not None
+            and (record.ts > newest or (record.ts == newest and not self._moved_on))
+        ):
+            return True
         if record.ts is None:
-            raise RecordError(f"replayed: record without ts after ts {newest} was accepted")
-        if record.ts < newest:
-            raise RecordError(f"replayed: ts {record.ts} older than {newest}")
+            why = f"record without ts after ts {newest} was accepted"
+        elif record.ts == newest:
+            why = f"ts {record.ts} was superseded by a record without ts"
+        else:
+            why = f"ts {record.ts} older than {newest}"
+        names_current = bool(current) and current in record.endpoints
+        if names_current and record.ts is None:
+            return False  # a peer back on stunmesh-go where it was: changes nothing
+        if live:
+            raise RecordError(f"replayed: {why}, while the tunnel is up")
+        if names_current:
+            return False  # changes nothing
+        if value in self._accepted:
+            raise RecordError(f"replayed: {why}, and accepted before")
+        return False
 
-    def accept(self, record: EndpointRecord) -> None:
+    def accept(self, record: EndpointRecord, value_hex: str = "") -> None:
         """Note a record that passed ``check`` and is being used (raises the ts mark)."""
-        if record.ts is not None and (self._newest_ts is None or record.ts > self._newest_ts):
-            self._newest_ts = record.ts
+        if value_hex:
+            self._accepted.append(value_hex.strip().lower())
+        newest = self._newest_ts
+        if record.ts is not None and (newest is None or record.ts > newest):
+            self._newest_ts, self._moved_on = record.ts, False
+        elif newest is not None and (record.ts is None or record.ts < newest):
+            self._moved_on = True  # a fallback: the newest ts record is history now
 
     def reset(self) -> None:
         """Forget everything about the peer."""
         self._published.clear()
+        self._accepted.clear()
         self._newest_ts = None
+        self._moved_on = False
 
 
 __all__ = [
