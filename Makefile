@@ -16,6 +16,7 @@ DEBS    += $(DESKTOP_DEBS)
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 BENCHES += applet_idle
 BENCHES += bus_reconnect
+BENCHES += store_watch
 BENCHES += config_limits
 BENCHES += footprint
 

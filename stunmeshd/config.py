@@ -85,7 +85,6 @@ class InterfaceConfig:
     disabled: Mapping[str, DisabledPeer] = field(default_factory=dict)  # the ones that cannot
 
 
-DEFAULT_PLUGIN_TIMEOUT = 10.0  # s per store operation, for every store that is not told
 DEFAULT_REFRESH_INTERVAL = 600.0  # s, stunmesh-go's 10m
 DEFAULT_STUN_SERVER = "stun.l.google.com:19302"
 
@@ -100,7 +99,9 @@ class PluginConfig:
     command: str | None = None  # exec: program; shell: shell command line
     args: tuple[str, ...] = ()
     dedup: bool = False
-    timeout: float = DEFAULT_PLUGIN_TIMEOUT  # s an operation may take before it is abandoned
+    # seconds an operation may take before the plugin is killed/abandoned; None: the store's
+    # own default (exec/shell 120 s, opendht 15 s as stunmesh-go, cloudflare 10 s)
+    timeout: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -1032,9 +1033,11 @@ class _Parser:
                         "endpoint is re-published anyway (with dedup, stunmesh-go lets the "
                         "record lapse)",
                     )
-            timeout = self._duration_key(
-                fields, "timeout", path, DEFAULT_PLUGIN_TIMEOUT, positive=True, seconds_ok=True
-            )
+            timeout: float | None = None  # unset: the store's own default
+            if self._get(fields, "timeout") is not None:
+                timeout = self._duration_key(
+                    fields, "timeout", path, 0.0, positive=True, seconds_ok=True
+                )
             options: dict[str, Any] = {}
             for option, (oknode, ovnode) in fields.items():
                 if option in GENERIC_PLUGIN_KEYS:

@@ -180,9 +180,11 @@ KEYS: tuple[Key, ...] = (
     Key(
         "plugins.<name>.timeout",
         DURATION + " or seconds",
-        "10s",
-        "How long one store operation may take; a plugin program is killed after it.",
-        "stunmesh-go has no timeout.",
+        "120s for exec and shell, 15s for opendht, 10s for cloudflare",
+        "How long one store operation may take; a plugin program is killed after it. A call "
+        "over 10 s is logged as slow.",
+        "stunmesh-go has no limit for plugins (its contrib OpenDHT scripts fail over in 15 s "
+        "steps); its opendht and cloudflare stores wait 15 s and 10 s.",
     ),
     Key("plugins.<name>.zone", "DNS zone", "", "cloudflare: the zone, e.g. example.com."),
     Key(

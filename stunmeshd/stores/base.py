@@ -48,6 +48,8 @@ class StoreCapabilities:
     """Seconds within which a record must be written again, or it expires."""
     dedup_safe: bool = True
     """False when values expire: ``dedup: true`` must not skip a refresh."""
+    max_value_length: int | None = None
+    """Longest value its readers take (Cloudflare TXT: 255); the engine keeps records within."""
 
 
 PLAIN = StoreCapabilities()

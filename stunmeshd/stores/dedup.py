@@ -26,9 +26,8 @@ class DedupStore:
         self.inner = inner
         self.name = inner.name
         self.capabilities = inner.capabilities  # dedup adds no capability and hides none
-        # Settings the engine reads from the store itself, forwarded by name (no __getattr__).
+        # the store's own time limit, which the engine reads (no __getattr__ forwarding)
         self.timeout: float | None = getattr(inner, "timeout", None)
-        self.max_value_length: int | None = getattr(inner, "max_value_length", None)
         self._last: dict[str, str] = {}  # publish key -> fingerprint of the last good set
 
     def is_current(self, key: str, fingerprint: str) -> bool:
