@@ -7,6 +7,7 @@ PY      := $(VENV)/bin/python
 DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nftables \
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
            systemd procps libglib2.0-bin
+DEBS    += miniupnpd-nftables
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 BENCHES += bus_reconnect

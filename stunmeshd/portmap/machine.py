@@ -135,6 +135,9 @@ class PortMapMachine:
     def next_action(self) -> Action | None:
         return self._actions.popleft() if self._actions else None
 
+    def next_action_pending(self) -> bool:
+        return bool(self._actions)
+
     def get_timer(self) -> float | None:
         return self._timer
 
