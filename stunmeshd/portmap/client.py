@@ -80,11 +80,17 @@ async def find_gateway() -> Gateway | None:
 
 class _Answers(asyncio.DatagramProtocol):
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
+        self.queue: asyncio.Queue[bytes | OSError] = asyncio.Queue(maxsize=16)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP port unreachable: nothing listens on 5351, no need to wait."""
+        if isinstance(exc, OSError):
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait(exc)
 
 
 async def udp_exchange(
@@ -105,6 +111,8 @@ async def udp_exchange(
                     async with asyncio.timeout(wait):
                         while True:
                             data = await proto.queue.get()
+                            if isinstance(data, OSError):
+                                raise data
                             try:
                                 return parse(data)
                             except PortMapParseError as exc:
@@ -365,6 +373,7 @@ class PortMapper:
         self._client: PortMapClient | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._check: asyncio.Task[None] | None = None
         self._last = self.machine.status
 
     @property
@@ -387,12 +396,35 @@ class PortMapper:
         self._kick()
 
     def network_changed(self, why: str) -> None:
-        self._client = None  # the gateway may be another one now
+        """Addresses or routes changed: map again if the gateway (or our address) moved."""
+        if self._check is None or self._check.done():
+            self._check = asyncio.create_task(self._check_gateway(why))
+
+    def path_broken(self, why: str) -> None:
+        """Health says the mapped path does not carry traffic: forget it and map again."""
+        self._client = None
         self.machine.network_changed(why, asyncio.get_running_loop().time())
+        self._kick()
+
+    async def _check_gateway(self, why: str) -> None:
+        try:
+            gateway = await self._find()
+        except OSError as exc:
+            log.warning("port mapping: reading routes failed iface=%s %s", self.ifname, exc)
+            return
+        current = self._client.gateway if self._client else None
+        if gateway == current and self.machine.mapping is not None:
+            return
+        self._client = PortMapClient(gateway) if gateway is not None else None
+        self.machine.network_changed(
+            f"{why}; gateway {gateway.ip if gateway else 'none'}", asyncio.get_running_loop().time()
+        )
         self._kick()
 
     async def stop(self) -> None:
         """Delete the mapping (bounded), then end."""
+        if self._check is not None:
+            self._check.cancel()
         self.machine.stop(asyncio.get_running_loop().time())
         self._kick()
         if self._task is not None:
