@@ -139,7 +139,7 @@ class MappingRouter:
         await self.lab.wait_udp_listening(self.site.router, ready_port)
 
     async def stop(self, *, graceful: bool = True) -> None:
-        """SIGTERM lets miniupnpd remove its rules; SIGKILL (a crash) leaves them."""
+        """Stop miniupnpd (its rules stay in place, see :meth:`reboot`)."""
         proc, self.process = self.process, None
         if proc is None or proc.returncode is not None:
             return
@@ -149,6 +149,18 @@ class MappingRouter:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+    async def reboot(self) -> None:
+        """Stop miniupnpd, forget every mapping (its rules), start it again: a router reboot.
+
+        (miniupnpd leaves its rules in place when it stops; a rebooted router has none.)
+        """
+        await self.stop()
+        reset = f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"
+        await self.site.router.run(
+            "nft", "-f", "-", input=(reset + router_table(self.protocols)).encode()
+        )
+        await self.start()
 
     async def rules(self) -> str:
         """miniupnpd's current DNAT rules (one line per mapping)."""

@@ -20,7 +20,6 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -131,7 +130,7 @@ class PortMapClient:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self._nonce = pcp.new_nonce()  # one per mapping (renewals and delete reuse it)
-        self._igd: Any = None  # async_upnp_client IgdDevice, once found
+        self._igd: Any = None  # async_upnp_client UpnpDevice, once found
         self._igd_location = ""
 
     # --- probe --------------------------------------------------------------------------
@@ -248,9 +247,11 @@ class PortMapClient:
                         f"natpmp delete refused ({_name(natpmp.Result, reply.result)})"
                     )
             else:
-                igd = await self._igd_device()
-                await igd.async_delete_port_mapping(
-                    ipaddress.IPv4Address("0.0.0.0"), action.external_port, "UDP"
+                await self._igd_call(
+                    "DeletePortMapping",
+                    NewRemoteHost="",
+                    NewExternalPort=action.external_port,
+                    NewProtocol="UDP",
                 )
         self._nonce = pcp.new_nonce()
 
@@ -295,43 +296,52 @@ class PortMapClient:
             raise PortMapError(f"natpmp mapped port {reply.internal_port}, not {port}")
         return address.external_ip, reply.external_port, reply.lifetime
 
-    async def _igd_device(self) -> Any:
-        if self._igd is None:
-            if not self._igd_location:
-                raise PortMapError("upnp: no internet gateway device found")
-            from async_upnp_client.aiohttp import AiohttpRequester
-            from async_upnp_client.client_factory import UpnpFactory
-            from async_upnp_client.profiles.igd import IgdDevice
+    async def _igd_call(self, action: str, **args: Any) -> dict[str, Any]:
+        """Call a WAN(IP|PPP)Connection action of the gateway found by the probe.
 
-            factory = UpnpFactory(AiohttpRequester(timeout=int(REQUEST_TIMEOUT)), non_strict=True)
-            device = await factory.async_create_device(self._igd_location)
-            self._igd = IgdDevice(device, None)
-        return self._igd
-
-    async def _upnp_map(self, port: int, lifetime: int, suggested: int) -> tuple[str, int, int]:
+        The remote host is passed empty (any peer): miniupnpd and others treat a renewal with
+        a different spelling ("0.0.0.0") as a conflicting mapping.
+        """
         from async_upnp_client.exceptions import UpnpError
 
         try:
-            igd = await self._igd_device()
-            external_ip = await igd.async_get_external_ip_address()
-            await igd.async_add_port_mapping(
-                ipaddress.IPv4Address("0.0.0.0"),
-                suggested,
-                "UDP",
-                port,
-                ipaddress.IPv4Address(self.gateway.local_ip),
-                True,
-                DESCRIPTION,
-                timedelta(seconds=lifetime),
-            )
+            if self._igd is None:
+                if not self._igd_location:
+                    raise PortMapError("upnp: no internet gateway device found")
+                from async_upnp_client.aiohttp import AiohttpRequester
+                from async_upnp_client.client_factory import UpnpFactory
+
+                factory = UpnpFactory(
+                    AiohttpRequester(timeout=int(REQUEST_TIMEOUT)), non_strict=True
+                )
+                self._igd = await factory.async_create_device(self._igd_location)
+            for service in self._igd.all_services:
+                if "Connection:" in service.service_type and service.has_action(action):
+                    result: dict[str, Any] = await service.action(action).async_call(**args)
+                    return result
+            raise PortMapError(f"upnp: the gateway has no {action}")
         except UpnpError as exc:
-            self._igd = None
-            raise PortMapError(f"upnp refused ({str(exc)[:200]})") from exc
+            raise PortMapError(f"upnp {action} refused ({str(exc)[:200]})") from exc
         except (OSError, ValueError) as exc:  # aiohttp and XML errors
             self._igd = None
-            raise PortMapParseError(f"upnp: {str(exc)[:200]}") from exc
-        if not external_ip or not _is_ipv4(external_ip):
-            raise PortMapParseError(f"upnp: external address {str(external_ip)[:60]!r}")
+            raise PortMapParseError(f"upnp {action}: {str(exc)[:200]}") from exc
+
+    async def _upnp_map(self, port: int, lifetime: int, suggested: int) -> tuple[str, int, int]:
+        answer = await self._igd_call("GetExternalIPAddress")
+        external_ip = str(answer.get("NewExternalIPAddress") or "")
+        if not _is_ipv4(external_ip):
+            raise PortMapParseError(f"upnp: external address {external_ip[:60]!r}")
+        await self._igd_call(
+            "AddPortMapping",
+            NewRemoteHost="",
+            NewExternalPort=suggested,
+            NewProtocol="UDP",
+            NewInternalPort=port,
+            NewInternalClient=self.gateway.local_ip,
+            NewEnabled=True,
+            NewPortMappingDescription=DESCRIPTION,
+            NewLeaseDuration=lifetime,
+        )
         return external_ip, suggested, lifetime
 
 
