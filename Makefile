@@ -3,19 +3,27 @@
 
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-# Debian packages the tests, the lab and the demo use (testbed.md).
+# Debian packages the tests, the lab and the demo use (docs/testbed.md).
 DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nftables \
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
            systemd procps libglib2.0-bin
+# make deb and its test: dpkg-shlibdeps and strip (dpkg-dev), lintian
+DEBS    += dpkg-dev lintian
+# the tray applet's screenshot test: an X server and a real StatusNotifierItem host
+DESKTOP_DEBS := xvfb xfce4-panel xdotool imagemagick librsvg2-common fonts-dejavu-core
+DEBS    += $(DESKTOP_DEBS)
 DEBS    += miniupnpd-nftables
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
+BENCHES += applet_idle
 BENCHES += bus_reconnect
+BENCHES += config_limits
 
 PREFIX  ?= /usr
 DESTDIR ?=
+WHEELHOUSE ?=
 
-.PHONY: all deps venv test lint demo install clean $(addprefix bench-,$(BENCHES))
+.PHONY: all deps venv test lint demo install uninstall wheelhouse deb applet-screenshot clean $(addprefix bench-,$(BENCHES))
 
 all: test
 
@@ -44,14 +52,57 @@ lint: venv
 demo: deps venv
 	$(PY) -m stunmeshd.lab.demo
 
+# The same lab kept up to try things by hand: `make lab`, then in another terminal
+# `make lab-shell HOST=A` (stunmeshctl, busctl and wg point at host A), `make lab-down`.
+.PHONY: lab lab-shell lab-down docs
+HOST    ?= A
+lab: deps venv
+	$(PY) -m stunmeshd.lab.shell up
+lab-shell: venv
+	$(PY) -m stunmeshd.lab.shell shell $(HOST)
+lab-down: venv
+	$(PY) -m stunmeshd.lab.shell down
+
+# Man pages and shell completions, generated from the parsers and the config key list into
+# share/ (committed, installed from there; a test fails when they are stale: run this).
+# Their tests render the pages and load the completions in each shell.
+DEBS    += man-db bash-completion zsh fish
+docs: venv
+	$(PY) -m stunmeshd.docgen --out share
+
 # Benchmarks print their figures as key=value pairs on their last line (run as root).
 $(addprefix bench-,$(BENCHES)): bench-%: deps venv
 	$(PY) bench/$*.py
 
-# The package and the system files (bus policy, activation, introspection XML, polkit
-# actions, systemd unit) under conventional prefixes; DESTDIR is honoured for packagers.
+# ---- installing and packaging (packaging/) ----
+# install: a private runtime (virtualenv of /usr/bin/python3 with the pinned dependencies) in
+# $(PREFIX)/lib/stunmeshd, $(PREFIX)/bin/stunmeshd and stunmeshctl, and the system files of
+# packaging/files; DESTDIR is honoured for packagers. WHEELHOUSE=dir installs offline.
 install:
-	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) packaging/install.sh
+	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' WHEELHOUSE='$(WHEELHOUSE)' packaging/install.sh
+
+# removes exactly what install made (its manifest, $(PREFIX)/lib/stunmeshd/installed-files)
+uninstall:
+	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' packaging/uninstall.sh
+
+# every wheel install needs, for building without network: make wheelhouse WHEELHOUSE=dir
+wheelhouse:
+	packaging/wheelhouse.sh $(or $(WHEELHOUSE),build/wheelhouse)
+
+# dist/stunmeshd_VERSION_ARCH.deb (plain dpkg-deb around install; packaging/deb/build.sh)
+deb:
+	WHEELHOUSE='$(WHEELHOUSE)' packaging/deb/build.sh
+
+# docs/applet-menu.png: the applet's open menu on the lab, kept by its screenshot test (root)
+applet-screenshot: deps venv
+	STUNMESH_APPLET_SCREENSHOT=docs/applet-menu.png $(PY) -m pytest -q tests/applet/test_screenshot.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info
+
+# A long fuzz run: the fuzz tests (tests/fuzz) with FUZZ_EXAMPLES examples each; `make test`
+# runs the same tests with a small budget.
+FUZZ_EXAMPLES ?= 10000
+.PHONY: fuzz
+fuzz: venv
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/fuzz

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from stunmeshd import safeyaml
 from stunmeshd.errors import ConfigError
 
 INTERFACE_PROTOCOLS = ("ipv4", "ipv6", "dualstack")
@@ -68,10 +70,24 @@ class PeerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DisabledPeer:
+    """A configured peer the daemon cannot run, as stunmesh-go skips it (or fails it at run
+    time): shown on the bus with its reason, listed by ``--check`` (exit 1)."""
+
+    label: str  # the key under interfaces.<if>.peers
+    reason: str  # one line; never the key text (it may be a pasted private key)
+    public_key: bytes | None = None  # when the key itself is good (e.g. an undefined plugin)
+    plugin: str = ""
+    protocol: str = "ipv4"
+    line: int | None = None  # where the peer starts in the file
+
+
+@dataclass(frozen=True, slots=True)
 class InterfaceConfig:
     name: str  # the WireGuard interface name
     protocol: str = "ipv4"  # one of INTERFACE_PROTOCOLS
-    peers: Mapping[str, PeerConfig] = field(default_factory=dict)
+    peers: Mapping[str, PeerConfig] = field(default_factory=dict)  # the peers that run
+    disabled: Mapping[str, DisabledPeer] = field(default_factory=dict)  # the ones that cannot
     # stunmeshd-only (stunmesh-go ignores them): map WireGuard's port on the router
     port_mapping: str = "auto"  # one of PORT_MAPPING_MODES
     port_mapping_lifetime: float = PORT_MAPPING_LIFETIME  # seconds asked of the router
@@ -101,6 +117,19 @@ class Config:
     interfaces: Mapping[str, InterfaceConfig] = field(default_factory=dict)
     plugins: Mapping[str, PluginConfig] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # non-fatal findings, each naming file and key
+
+    def disabled_peers(self) -> list[str]:
+        """``file:line: interfaces.<if>.peers.<label>: reason`` for every disabled peer."""
+        source = str(self.source) if self.source is not None else "<config>"
+        return [
+            str(
+                ConfigError(
+                    peer.reason, path=source, key=_peer_key(iface, peer.label), line=peer.line
+                )
+            )
+            for iface in self.interfaces.values()
+            for peer in iface.disabled.values()
+        ]
 
 
 # ------------------------------------------------------------------------------------------
@@ -141,6 +170,18 @@ ZEROLOG_LEVELS: Mapping[str, str] = {
     "disabled": "error",
 }
 LOG_FORMATS = ("console", "json")
+#: zerolog's level numbers (6 is its "no level": only level-less messages, so as disabled).
+_ZEROLOG_NUMBERS: Mapping[int, str] = {
+    -1: "trace",
+    0: "debug",
+    1: "info",
+    2: "warn",
+    3: "error",
+    4: "fatal",
+    5: "panic",
+    6: "disabled",
+    7: "disabled",
+}
 
 #: Plugin keys stunmeshd itself reads; every other key of a plugin goes to PluginConfig.options.
 GENERIC_PLUGIN_KEYS = frozenset({"type", "name", "command", "args", "dedup", "timeout"})
@@ -176,6 +217,18 @@ _KINDS = {
     _TAG + "timestamp": "a date",
 }
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+#: Go's strconv.ParseBool spellings, which stunmesh-go's weak decoding accepts in quotes.
+_GO_BOOLS: Mapping[str, bool] = {
+    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
+}
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+#: A DNS name as stunmesh-go's resolver would look it up (ping.target): labels of letters,
+#: digits, hyphens and underscores, dot-separated, at most 253 characters.
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
 _ENV_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 _NS_PER_UNIT: Mapping[str, int] = {
@@ -278,12 +331,26 @@ def normalize_log_level(value: str) -> str:
     Raises ValueError naming the accepted levels.
     """
     low = value.strip().lower() if isinstance(value, str) else ""
+    low = zerolog_level_name(low) or low
     level = LOG_LEVELS.get(low) or ZEROLOG_LEVELS.get(low)
     if level is None:
         raise ValueError(
             f"must be one of debug, info, warn, warning, error, not {_quote(str(value))}"
         )
     return level
+
+
+def zerolog_level_name(value: str) -> str | None:
+    """The zerolog level name for a level number (``"5"`` -> ``"panic"``), as stunmesh-go's
+    zerolog.ParseLevel accepts -128..127; None for anything else. Numbers beyond the named
+    ones log like the nearest named level."""
+    text = value.strip()
+    if not _DECIMAL.fullmatch(text) or len(text) > 4:
+        return None
+    number = int(text)
+    if not -128 <= number <= 127:
+        return None
+    return _ZEROLOG_NUMBERS[min(max(number, -1), 7)]
 
 
 def find_config(
@@ -349,8 +416,8 @@ def locate_key(path: Path, *segments: str) -> int | None:
     For messages about problems found after parsing (a store refusing its options).
     """
     try:
-        node = yaml.compose(_read_text(Path(path)), Loader=yaml.SafeLoader)
-    except (ConfigError, yaml.YAMLError, RecursionError):
+        node = safeyaml.compose(_read_text(Path(path)))
+    except (ConfigError, yaml.YAMLError, safeyaml.YamlLimit):
         return None
     line = None
     for segment in segments:
@@ -407,6 +474,13 @@ def _shown(node: Any) -> str:
     return _kind(node)
 
 
+def _given(node: Any) -> str:
+    """A value as written (quoted), or its kind when it is not a scalar."""
+    if isinstance(node, yaml.ScalarNode) and node.tag != _NULL:
+        return _quote(str(node.value))
+    return _kind(node)
+
+
 def _problem(exc: yaml.MarkedYAMLError) -> str:
     """PyYAML's reason without its source snippet (which could show a secret), on one line."""
     problem, context = exc.problem or "", exc.context or ""
@@ -455,10 +529,12 @@ def _absolute(path: Path) -> Path:
 
 
 def _read_text(file: Path) -> str:
+    """The file's text, bounded: a regular file (a FIFO or device is refused at once, never
+    waited on), at most MAX_CONFIG_BYTES, UTF-8."""
     where = str(file)
     try:
-        with open(file, "rb") as fh:
-            data = fh.read(MAX_CONFIG_BYTES + 1)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; regular files ignore it.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise ConfigError("no such file", path=where) from None
     except IsADirectoryError:
@@ -473,6 +549,22 @@ def _read_text(file: Path) -> str:
         ) from None
     except ValueError:  # a NUL in the name
         raise ConfigError("is not a usable file name", path=where) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(
+                "is a directory, not a file (use --config-dir DIR for a directory)", path=where
+            )
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"is {_file_kind(mode)}, not a regular file", path=where)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot be read: {exc.strerror or type(exc).__name__}", path=where
+        ) from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(
             f"is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file", path=where
@@ -484,6 +576,16 @@ def _read_text(file: Path) -> str:
         raise ConfigError(
             f"is not UTF-8 text (bad byte at offset {exc.start})", path=where, line=line
         ) from None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def _builtin_store_names() -> frozenset[str]:
@@ -509,6 +611,9 @@ class _Parser:
         self.source = source
         self.warnings: list[str] = []
         self._loader = yaml.SafeLoader("")  # for merge keys and plugin option values
+        # mappings already read (merges applied in place): id(node) -> fields; the tree is
+        # alive for the whole parse, so an id names one node
+        self._pairs_done: dict[int, _Fields] = {}
 
     # -- reporting --
 
@@ -529,7 +634,12 @@ class _Parser:
 
     def _compose(self, text: str) -> yaml.Node | None:
         try:
-            return yaml.compose(text, Loader=yaml.SafeLoader)
+            root = safeyaml.compose(text)
+            if root is not None:
+                safeyaml.inspect(root, _join)
+            return root
+        except safeyaml.YamlLimit as exc:
+            raise self._error(exc.line, exc.key, exc.reason) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else None
@@ -579,6 +689,9 @@ class _Parser:
             return {}
         if not isinstance(node, yaml.MappingNode):
             raise self._error(node, key, f"must be {what} (key: value lines), not {_kind(node)}")
+        done = self._pairs_done.get(id(node))
+        if done is not None:  # read before (an alias, or a second look): merges are applied
+            return done
         seen: dict[str, yaml.Node] = {}
         for knode, _ in node.value:
             if knode.tag == _MERGE:
@@ -602,6 +715,7 @@ class _Parser:
             if not isinstance(knode, yaml.ScalarNode):
                 raise self._error(knode, key, f"has a key that is {_kind(knode)}, not a name")
             fields[str(knode.value)] = (knode, vnode)
+        self._pairs_done[id(node)] = fields
         return fields
 
     def _fields(
@@ -641,6 +755,12 @@ class _Parser:
         raise self._error(node, key, f"must be {what}, not {_kind(node)}")
 
     def _bool(self, node: yaml.Node, key: str, *, go_strings: bool = False) -> bool:
+        """true or false. As stunmesh-go's weak decoding: also a quoted Go boolean ("true",
+        "1", "f", ...) or a number (non-zero is true), each with a warning naming the strict
+        form. ``go_strings``: the ``dedup`` rule instead (stunmesh-go's parseDedup): only
+        true, "true" and "1" turn it on; anything else is false, with a warning."""
+        if go_strings:
+            return self._dedup(node, key)
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _BOOL:
                 low = node.value.lower()
@@ -650,16 +770,75 @@ class _Parser:
                     node,
                     key,
                     f"write true or false: YAML parsers disagree on {_quote(node.value)} "
-                    "(stunmesh-go reads it as text)",
+                    "(stunmesh-go reads it as text, which is not a boolean)",
                 )
-            if go_strings and node.value in ("true", "1", "false", "0"):
-                return node.value in ("true", "1")  # stunmesh-go's parseDedup accepts these
+            if node.tag == _STR and node.value in _GO_BOOLS:
+                value = _GO_BOOLS[node.value]
+                self._weak(node, key, node.value, str(value).lower())
+                return value
+            if node.tag in (_INT, _FLOAT) and _finite(node.value):
+                value = float(self._loader.construct_object(node)) != 0
+                self._weak(node, key, node.value, str(value).lower())
+                return value
         raise self._error(node, key, f"must be true or false, not {_shown(node)}")
 
+    def _dedup(self, node: yaml.Node, key: str) -> bool:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _BOOL:
+            low = node.value.lower()
+            if low in ("true", "false"):
+                return low == "true"
+        if isinstance(node, yaml.ScalarNode) and node.tag == _STR and node.value in ("true", "1"):
+            self._weak(node, key, node.value, "true")
+            return True
+        self._warn(
+            node,
+            key,
+            f"{_given(node)} turns dedup off (stunmesh-go reads anything but true, "
+            '"true" or "1" as false); write true or false',
+        )
+        return False
+
+    def _weak(self, node: yaml.Node, key: str, given: str, strict: str) -> None:
+        """A weakly typed value stunmesh-go accepts: accepted, with the strict form named."""
+        self._warn(
+            node,
+            key,
+            f"{_quote(given)} read as {strict} for stunmesh-go compatibility; write {strict}",
+        )
+
     def _int(self, node: yaml.Node, key: str) -> int:
+        """A whole number; a quoted one (``"5"``) too, with a warning, as stunmesh-go reads it.
+        The length is checked before converting (a 5,000-digit number is refused, not parsed)."""
         if isinstance(node, yaml.ScalarNode) and node.tag == _INT:
             return int(self._loader.construct_yaml_int(node))
+        if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+            text = node.value.strip()
+            if _DECIMAL.fullmatch(text) and len(text) <= safeyaml.MAX_NUMBER_CHARS:
+                value = int(text)
+                self._weak(node, key, node.value, str(value))
+                return value
         raise self._error(node, key, f"must be a whole number, not {_shown(node)}")
+
+    def _list(self, node: yaml.Node, key: str, what: str) -> list[tuple[str, yaml.Node]]:
+        """A list of texts, each with its node. As stunmesh-go: one text is a list of its
+        comma-separated parts (with a warning naming the list form)."""
+        if isinstance(node, yaml.SequenceNode):
+            return [
+                (self._text(item, f"{key}[{i}]", what=what), item)
+                for i, item in enumerate(node.value)
+            ]
+        if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+            parts = [part.strip() for part in node.value.split(",")]
+            items = [part for part in parts if part]
+            shown = "[" + ", ".join(items) + "]"
+            self._warn(
+                node,
+                key,
+                f"{_quote(node.value)} read as the list {_quote(shown)} for stunmesh-go "
+                f"compatibility; write a YAML list: {shown}",
+            )
+            return [(item, node) for item in items]
+        raise self._error(node, key, f"must be a list of {what}, not {_kind(node)}")
 
     def _duration(self, node: yaml.Node, key: str, *, seconds_ok: bool = False) -> float:
         """A Go duration string. Bare numbers: seconds where stunmesh-go reads them so
@@ -671,6 +850,8 @@ class _Parser:
             number = float(self._loader.construct_object(node))
             if not math.isfinite(number):
                 raise self._error(node, key, f"must be a finite duration, not {node.value}")
+            if abs(number) * 1e9 >= _NS_LIMIT:  # past Go's int64 nanoseconds (292 years)
+                raise self._error(node, key, f"duration {node.value} s is out of range")
             if seconds_ok or number == 0:
                 return number
             raise self._error(
@@ -732,7 +913,15 @@ class _Parser:
                     level = normalize_log_level(text)
                 except ValueError as exc:
                     raise self._error(node, "log.level", str(exc)) from None
-                if text.strip().lower() in ZEROLOG_LEVELS:
+                name = zerolog_level_name(text)
+                if name is not None:
+                    self._warn(
+                        node,
+                        "log.level",
+                        f"{_quote(text)} is a zerolog level number for stunmesh-go "
+                        f"compatibility; write {name} (stunmeshd logs at {level!r})",
+                    )
+                elif text.strip().lower() in ZEROLOG_LEVELS:
                     self._warn(
                         node,
                         "log.level",
@@ -769,28 +958,29 @@ class _Parser:
             )
             return (DEFAULT_STUN_SERVER,)
         if list_node is not None:
-            if not isinstance(list_node, yaml.SequenceNode):
+            items = self._list(list_node, "stun.addresses", what='"host:port" addresses')
+            listed = isinstance(list_node, yaml.SequenceNode)
+            usable = [(i, text, item) for i, (text, item) in enumerate(items) if text]
+            if not usable and not servers:
                 raise self._error(
                     list_node,
                     "stun.addresses",
-                    f'must be a list of "host:port" addresses, not {_kind(list_node)}',
-                )
-            if not list_node.value and not servers:
-                raise self._error(
-                    list_node,
-                    "stun.addresses",
-                    "is an empty list: stunmeshd needs at least one STUN server "
+                    "has no addresses: stunmeshd needs at least one STUN server "
                     f"(remove the key to use {DEFAULT_STUN_SERVER})",
                 )
-            for index, item in enumerate(list_node.value):
-                key = f"stun.addresses[{index}]"
-                text = self._text(item, key, what='a "host:port" address')
+            for index, text, item in usable:
+                key = f"stun.addresses[{index}]" if listed else "stun.addresses"
                 servers.append(self._stun_address(text, item, key))
         return tuple(dict.fromkeys(servers))
 
     def _stun_address(self, text: str, node: yaml.Node, key: str) -> str:
         host, colon, port = text.rpartition(":")
-        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if (
+            not colon
+            or not host
+            or not (port.isascii() and port.isdigit() and len(port) <= 5)
+            or not 0 < int(port) < 65536
+        ):
             raise self._error(
                 node,
                 key,
@@ -861,8 +1051,9 @@ class _Parser:
                     self._warn(
                         node,
                         f"{path}.dedup",
-                        "OpenDHT values expire after 10 minutes: with dedup an unchanged "
-                        "endpoint is not re-published and its record lapses",
+                        "ignored: OpenDHT values expire after 10 minutes, so an unchanged "
+                        "endpoint is re-published anyway (with dedup, stunmesh-go lets the "
+                        "record lapse)",
                     )
             timeout = self._duration_key(
                 fields, "timeout", path, DEFAULT_PLUGIN_TIMEOUT, positive=True, seconds_ok=True
@@ -941,6 +1132,9 @@ class _Parser:
         except yaml.YAMLError as exc:
             detail = _problem(exc) if isinstance(exc, yaml.MarkedYAMLError) else "invalid"
             raise self._error(node, key, f"cannot be read: {detail}") from None
+        except (ValueError, OverflowError, TypeError) as exc:  # e.g. a date like 2001-13-45
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise self._error(node, key, f"cannot be read: {detail}") from None
 
     def _interfaces(
         self, top: _Fields, root: yaml.Node, plugins: Mapping[str, PluginConfig]
@@ -964,11 +1158,13 @@ class _Parser:
                     f"{_quote(ifname)} is not a Linux interface name "
                     "(1 to 15 bytes, no '/', ':' or spaces)",
                 )
+            self._platform_keys(self._pairs(vnode, path), path)
             fields = self._fields(
                 vnode, path, ("protocol", "peers", *_PORT_MAPPING_KEYS), noop=_LINUX_NOOP_KEYS
             )
             protocol = self._choice(fields, "protocol", path, INTERFACE_PROTOCOLS, "ipv4")
             peers: dict[str, PeerConfig] = {}
+            disabled: dict[str, DisabledPeer] = {}
             by_key: dict[bytes, str] = {}
             peers_path = f"{path}.peers"
             peer_entries = self._pairs(self._get(fields, "peers"), peers_path)
@@ -977,17 +1173,29 @@ class _Parser:
                     knode, path, "has no peers: its endpoint is discovered but sent to nobody"
                 )
             for label, (pknode, pvnode) in peer_entries.items():
-                peer, key_node = self._peer(label, pknode, pvnode, peers_path, plugins)
-                if peer.public_key in by_key:
-                    raise self._error(
-                        key_node,
-                        f"{_join(peers_path, label)}.public_key",
-                        f"is the same key as peer {_quote(by_key[peer.public_key])}",
+                peer = self._peer(label, pknode, pvnode, peers_path, plugins)
+                if isinstance(peer, PeerConfig) and peer.public_key in by_key:
+                    peer = DisabledPeer(
+                        label=label,
+                        reason=f"has the same public key as peer {_quote(by_key[peer.public_key])}"
+                        ", which runs instead (stunmesh-go keeps only one of them)",
+                        public_key=peer.public_key,
+                        plugin=peer.plugin,
+                        protocol=peer.protocol,
+                        line=_line(pknode),
                     )
+                if isinstance(peer, DisabledPeer):
+                    self._warn(peer.line, _join(peers_path, label), f"peer disabled: {peer.reason}")
+                    disabled[label] = peer
+                    continue
                 by_key[peer.public_key] = label
                 peers[label] = peer
             interfaces[ifname] = InterfaceConfig(
-                name=ifname, protocol=protocol, peers=peers, **self._port_mapping(fields, path)
+                name=ifname,
+                protocol=protocol,
+                peers=peers,
+                disabled=disabled,
+                **self._port_mapping(fields, path),
             )
         return interfaces
 
@@ -1007,6 +1215,32 @@ class _Parser:
             )
         return {"port_mapping": mode, "port_mapping_lifetime": lifetime}
 
+    def _platform_keys(self, fields: _Fields, path: str) -> None:
+        """stunmesh-go's keys for other platforms do nothing here, but a file stunmesh-go
+        refuses for them (``proxy.listen: 70000``) is refused here too."""
+        proxy = self._get(fields, "proxy")
+        if proxy is not None:
+            proxy_path = f"{path}.proxy"
+            proxy_fields = self._pairs(proxy, proxy_path)
+            for name in ("listen", "fib"):
+                node = self._get(proxy_fields, name)
+                if node is None:
+                    continue
+                value = self._int(node, f"{proxy_path}.{name}")
+                if not 0 <= value <= 65535:
+                    raise self._error(
+                        node, f"{proxy_path}.{name}", f"must be from 0 to 65535, not {value}"
+                    )
+            node = self._get(proxy_fields, "enabled")
+            if node is not None:
+                self._bool(node, f"{proxy_path}.enabled")
+        node = self._get(fields, "listen_interfaces")
+        if node is not None:
+            self._list(node, f"{path}.listen_interfaces", what="interface names")
+        node = self._get(fields, "listen_default_route")
+        if node is not None:
+            self._bool(node, f"{path}.listen_default_route")
+
     def _peer(
         self,
         label: str,
@@ -1014,65 +1248,77 @@ class _Parser:
         vnode: yaml.Node,
         parent: str,
         plugins: Mapping[str, PluginConfig],
-    ) -> tuple[PeerConfig, yaml.Node]:
+    ) -> PeerConfig | DisabledPeer:
+        """The peer, or why it cannot run: what stunmesh-go skips (a missing or bad key) or
+        fails at run time (no such plugin) disables the peer; what it refuses is an error."""
         path = _join(parent, label)
         fields = self._fields(vnode, path, _PEER_KEYS)
+        reasons: list[str] = []
         key_node = self._get(fields, "public_key")
+        public_key: bytes | None = None
         if key_node is None:
-            raise self._error(
-                knode,
-                f"{path}.public_key",
-                "is required: the peer's WireGuard public key in base64, as `wg` prints it",
-            )
-        public_key = self._public_key(key_node, f"{path}.public_key")
+            reasons.append("has no public_key (the peer's WireGuard public key, as `wg` prints it)")
+        else:
+            public_key, problem = self._public_key(key_node, f"{path}.public_key")
+            if problem:
+                reasons.append(problem)
+        plugin = ""
         plugin_node = self._get(fields, "plugin")
         if plugin_node is None:
-            raise self._error(
-                knode, f"{path}.plugin", "is required: the name of an entry under plugins"
-            )
-        plugin = self._text(plugin_node, f"{path}.plugin", what="a plugin name")
-        if plugin not in plugins:
-            defined = ", ".join(sorted(plugins)) if plugins else "none are defined"
-            raise self._error(
-                plugin_node,
-                f"{path}.plugin",
-                f"names plugin {_quote(plugin)}, which is not under plugins ({defined})",
-            )
+            reasons.append("has no plugin (the name of an entry under plugins)")
+        else:
+            plugin = self._text(plugin_node, f"{path}.plugin", what="a plugin name")
+            if plugin not in plugins:
+                defined = ", ".join(sorted(plugins)) if plugins else "none are defined"
+                reasons.append(
+                    f"names plugin {_quote(plugin)}, which is not under plugins ({defined})"
+                )
         description_node = self._get(fields, "description")
         description = (
             self._text(description_node, f"{path}.description")
             if description_node is not None
             else ""
         )
-        peer = PeerConfig(
+        protocol = self._choice(fields, "protocol", path, PEER_PROTOCOLS, "ipv4")
+        ping = self._ping(self._get(fields, "ping"), f"{path}.ping")
+        if reasons or public_key is None:
+            return DisabledPeer(
+                label=label,
+                reason="; ".join(reasons),
+                public_key=public_key,
+                plugin=plugin,
+                protocol=protocol,
+                line=_line(knode),
+            )
+        return PeerConfig(
             label=label,
             public_key=public_key,
             plugin=plugin,
-            protocol=self._choice(fields, "protocol", path, PEER_PROTOCOLS, "ipv4"),
+            protocol=protocol,
             description=description,
-            ping=self._ping(self._get(fields, "ping"), f"{path}.ping"),
+            ping=ping,
         )
-        return peer, key_node
 
-    def _public_key(self, node: yaml.Node, key: str) -> bytes:
-        """32 bytes from standard base64 with padding (Go's StdEncoding). Never echoed: a
-        malformed value may be a pasted private key."""
+    def _public_key(self, node: yaml.Node, key: str) -> tuple[bytes | None, str]:
+        """32 bytes from standard base64 with padding (Go's StdEncoding, which also skips line
+        breaks), or None and why not. The text is never echoed: it may be a private key."""
         text = self._text(node, key, what="a base64 WireGuard public key")
-        try:
-            raw = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise self._error(
-                node,
-                key,
-                "is not valid base64: a WireGuard public key is 44 characters ending in '='",
-            ) from None
-        if len(raw) != 32:
-            raise self._error(
-                node,
-                key,
-                f"must decode to 32 bytes (44 base64 characters), not {len(raw)} bytes",
+        compact = text.replace("\r", "").replace("\n", "")
+        raw = _b64(compact)
+        if (
+            raw is None
+            and "=" not in compact
+            and len(_b64(compact + "=" * (-len(compact) % 4)) or b"") == 32
+        ):
+            return None, "public_key lacks its '=' padding (44 characters, ending in '=')"
+        if raw is None:
+            return None, (
+                "public_key is not valid base64 (a WireGuard public key is 44 characters "
+                "ending in '=')"
             )
-        return raw
+        if len(raw) != 32:
+            return None, f"public_key decodes to {len(raw)} bytes, not 32"
+        return raw, ""
 
     def _ping(self, node: yaml.Node | None, path: str) -> PingConfig:
         if node is None:
@@ -1083,23 +1329,54 @@ class _Parser:
         target = ""
         target_node = self._get(fields, "target")
         if target_node is not None:
-            target = self._text(target_node, f"{path}.target", what="an IP address")
-            try:
-                ipaddress.ip_address(target)
-            except ValueError:
-                raise self._error(
-                    target_node,
-                    f"{path}.target",
-                    f"must be an IP address (names are not resolved), not {_quote(target)}",
-                ) from None
-        if enabled and not target:
-            raise self._error(node, f"{path}.target", "is required when ping is enabled")
+            target = self._text(target_node, f"{path}.target", what="an IP address or host name")
+            if not _is_ip(target) and not _HOST_NAME.fullmatch(target):
+                if enabled:
+                    self._warn(
+                        target_node,
+                        f"{path}.target",
+                        f"{_quote(target)} is neither an IP address nor a host name: this peer "
+                        "is not ping-monitored (stunmesh-go fails to resolve it too)",
+                    )
+                enabled, target = False, ""
+        elif enabled:
+            self._warn(
+                node,
+                f"{path}.target",
+                "is missing, so ping.enabled has no effect: this peer is not ping-monitored "
+                "(as in stunmesh-go)",
+            )
+            enabled = False
         return PingConfig(
             enabled=enabled,
             target=target,
             interval=self._duration_key(fields, "interval", path, 0.0, positive=False),
             timeout=self._duration_key(fields, "timeout", path, 0.0, positive=False),
         )
+
+
+def _finite(text: str) -> bool:
+    """A YAML number that converts safely (its length is bounded by safeyaml)."""
+    return ".inf" not in text.lower() and ".nan" not in text.lower()
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _peer_key(iface: InterfaceConfig, label: str) -> str:
+    return _join(f"{_join('interfaces', iface.name)}.peers", label)
 
 
 def _close_match(name: str, known: Collection[str]) -> str:

@@ -1,8 +1,11 @@
 """The ``stunmeshd`` command line: options, configuration, then the service.
 
 ``stunmeshd --check`` validates like ``nginx -t`` / ``sshd -t`` so a packager's ExecStartPre or
-an admin can test a file before (re)starting. Exit codes: 0 OK, 2 the configuration or the
-command line is wrong (one line on stderr, never a traceback), 1 any other failure.
+an admin can test a file before (re)starting. It reads the file with the same loader the
+daemon uses, so its verdict is the daemon's. Exit codes: 0 the file runs as written (warnings
+may be printed), 1 it runs but some peers are disabled (each listed, as the daemon shows them
+on the bus), 2 it will not run: the configuration or the command line is wrong (one line on
+stderr, never a traceback).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from stunmeshd.errors import ConfigError
 from stunmeshd.stores.registry import create_store
 
 EXIT_OK = 0
+EXIT_DISABLED = 1  # --check: runs, with some peers disabled
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
@@ -58,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="validate the configuration, print warnings, and exit (0 valid, 2 invalid)",
+        help="validate the configuration, print warnings, and exit: 0 it runs, 1 it runs "
+        "with some peers disabled (listed), 2 it will not run",
     )
     parser.add_argument(
         "--oneshot",
@@ -115,16 +120,30 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     except _CheckFailed as exc:
         _say(str(exc))
-        return EXIT_FAILURE
+        return EXIT_CONFIG
     except Exception as exc:  # a bug must not print a traceback to an admin, unless asked
-        _say(f"internal error while reading the configuration: {type(exc).__name__}: {exc}")
+        _say(f"internal error while reading the configuration: {type(exc).__name__}: {exc!r}")
         if args.log_level == "debug":
             traceback.print_exc()
-        return EXIT_FAILURE
+        return EXIT_CONFIG
     if args.check:
+        return _verdict(config)
+    return _start(config, args)
+
+
+def _verdict(config: Config) -> int:
+    """``--check``'s last word: OK, or runs with the disabled peers listed (stdout)."""
+    disabled = config.disabled_peers()
+    if not disabled:
         print(f"stunmeshd: configuration OK: {config.source} ({_summary(config)})")
         return EXIT_OK
-    return _start(config, args)
+    print(
+        f"stunmeshd: configuration runs with {_count(len(disabled), 'peer')} disabled: "
+        f"{config.source} ({_summary(config)})"
+    )
+    for line in disabled:
+        print(f"stunmeshd: disabled: {line}")
+    return EXIT_DISABLED
 
 
 async def check_stores(config: Config) -> None:
@@ -172,7 +191,8 @@ def _in_file(exc: ConfigError, config: Config, plugin: PluginConfig) -> ConfigEr
 
 def _summary(config: Config) -> str:
     peers = sum(len(i.peers) for i in config.interfaces.values())
-    return ", ".join(
+    disabled = sum(len(i.disabled) for i in config.interfaces.values())
+    counts = ", ".join(
         _count(n, word)
         for n, word in (
             (len(config.interfaces), "interface"),
@@ -180,6 +200,7 @@ def _summary(config: Config) -> str:
             (len(config.plugins), "plugin"),
         )
     )
+    return f"{counts}, {disabled} disabled" if disabled else counts
 
 
 def _count(n: int, word: str) -> str:

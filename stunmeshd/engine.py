@@ -1,17 +1,7 @@
 """The engine: one worker per managed WireGuard interface — discover, publish, fetch, apply.
 
-Scheduling rules (why they are what they are):
-- A full cycle runs at start, every ``refresh_interval`` (or sooner when a store's records
-  expire), and on request; concurrent requests coalesce into one cycle.
-- A peer whose record is not there yet is re-fetched with a short backoff (1 s doubling, capped
-  at the refresh interval): two hosts started together connect in about a second instead of a
-  whole interval.
-- While a peer has no handshake, our NAT mapping is kept warm by re-running STUN at most every
-  25 s, and republished if it moved.
-- An endpoint WireGuard roamed to (a recent authenticated handshake from elsewhere) is not
-  overwritten by an older record.
-- A store, STUN or WireGuard failure never stops the worker: the state says why, the last good
-  endpoint stays, the next try comes with backoff.
+When cycles run, what is retried how soon, when a peer counts as failed: the scheduling rules
+are written down once, in docs/architecture.md ("Scheduling rules"); this module implements them.
 
 The engine knows nothing of D-Bus: it writes ``model`` state and emits its events.
 """
@@ -39,7 +29,7 @@ from stunmeshd.errors import (
     StunmeshError,
     WireGuardError,
 )
-from stunmeshd.health import TrafficWatch, ping
+from stunmeshd.health import TrafficWatch, ping, resolve_ping_target
 from stunmeshd.model import (
     Changed,
     DeviceAdded,
@@ -73,6 +63,9 @@ POLL_FAST = 1.0  # s: device poll while a handshake is awaited
 POLL_BUSY = 1.0  # s: device poll while data flows, to see a broken path quickly
 POLL_SLOW = 5.0  # s: device poll otherwise: handshake age, rx/tx
 PUNCH_DELAY = 0.3  # s between publishing a moved endpoint and kicking WireGuard towards peers
+PING_RESOLVE_TTL = 300.0  # s a ping target's host name lookup is used before a new one
+PING_RESOLVE_RETRY = 30.0  # s after a failed lookup before the next
+PING_RESOLVE_TIMEOUT = 5.0  # s a lookup may take; the loop never waits on it
 BAD_FAMILY_TTL = 120.0  # s a family whose path broke is avoided by prefer_* peers
 STORE_CONCURRENCY = 32  # store operations in flight per device
 STORE_GRACE = 5.0  # s on top of a plugin's own timeout, against stores that ignore theirs
@@ -139,6 +132,8 @@ class PeerRuntime:
             self.bad_families[family] = now + BAD_FAMILY_TTL
 
     ping_failures: int = 0
+    ping_address: str = ""  # ping.target resolved (a host name is looked up now and then)
+    ping_resolve_after: float = float("-inf")  # loop time from which it is looked up again
 
 
 class DeviceWorker:
@@ -155,6 +150,7 @@ class DeviceWorker:
         self.peers: dict[bytes, PeerRuntime] = {}
         # configured peers the interface lacks: on the bus as NOT_ON_DEVICE, nothing more
         self.absent: dict[bytes, PeerStatus] = {}
+        self.disabled: dict[str, PeerStatus] = {}  # by label: the peers the config disables
         self._guards: dict[bytes, crypto.RecordGuard] = {}  # outlive re-created devices
         self.info: DeviceInfo | None = None
         self.discovery = Discovery()
@@ -457,16 +453,20 @@ class DeviceWorker:
             new = configured[key]
             status.update(name=new.label, store=new.plugin, protocol=new.protocol)
         self._warned.clear()
+        self._sync_disabled()
         self._full_requested = True
         self._wake.set()
 
     def _reconfigure_peer(self, rt: PeerRuntime, new: PeerConfig) -> None:
+        rt.ping_resolve_after = float("-inf")  # the target may have changed
         if new.plugin != rt.cfg.plugin:
             rt.store = self.engine.store_for(new.plugin)
             if rt.watch is not None:
                 rt.watch.cancel()  # re-established on the next sync, on the new store
         rt.cfg = new
-        rt.status.update(name=new.label, store=new.plugin, protocol=new.protocol)
+        rt.status.update(
+            name=new.label, store=new.plugin, protocol=new.protocol, description=new.description
+        )
 
     def _sync_peers(self, info: DeviceInfo) -> None:
         """Manage the peers that are both configured and on the device; show configured peers
@@ -491,6 +491,34 @@ class DeviceWorker:
                 )
         for rt in self.peers.values():
             self._ensure_watch(rt)
+        self._sync_disabled()
+
+    def _sync_disabled(self) -> None:
+        """Peers the configuration disables are on the bus (while the device is) as DISABLED,
+        with the reason in LastError: nothing is fetched, published or applied for them."""
+        for label, status in list(self.disabled.items()):
+            if status._model is None or not self.present or label not in self.cfg.disabled:
+                if status._model is not None:
+                    self.engine.model.remove_peer(self.status, _disabled_key(label))
+                del self.disabled[label]
+        if not self.present:
+            return
+        for label, peer in self.cfg.disabled.items():
+            fields: dict[str, Any] = {
+                "name": label,
+                "public_key": b64(peer.public_key) if peer.public_key else "",
+                "store": peer.plugin,
+                "protocol": peer.protocol,
+                "state": PeerState.DISABLED,
+                "last_error": peer.reason,
+            }
+            status = self.disabled.get(label)
+            if status is None:
+                self.disabled[label] = self.engine.model.add_peer(
+                    self.status, key=_disabled_key(label), **fields
+                )
+            else:
+                status.update(**fields)
 
     def _warn_once(self, tag: str, msg: str, *args: Any) -> None:
         if tag not in self._warned:
@@ -528,6 +556,7 @@ class DeviceWorker:
                 public_key=b64(cfg.public_key),
                 store=cfg.plugin,
                 protocol=cfg.protocol,
+                description=cfg.description,
                 **fields,
             )
         else:
@@ -543,6 +572,7 @@ class DeviceWorker:
                 public_key=b64(cfg.public_key),
                 store=cfg.plugin,
                 protocol=cfg.protocol,
+                description=cfg.description,
             )
         else:  # WireGuard gained the peer: the same object moves on, with a full cycle
             status.update(state=PeerState.UNKNOWN, last_error="")
@@ -570,7 +600,11 @@ class DeviceWorker:
         self.absent.pop(key, None)
         rt = self.peers.pop(key, None)
         if rt is not None:
-            log.info("peer removed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
+            log.info(
+                "peer no longer managed (WireGuard keeps it) iface=%s peer=%s",
+                self.cfg.name,
+                rt.cfg.label,
+            )
             if rt.watch is not None:
                 rt.watch.cancel()
         self.engine.model.remove_peer(self.status, b64(key))
@@ -972,7 +1006,21 @@ class DeviceWorker:
         timeout = rt.cfg.ping.timeout or settings.timeout
         mark = self.info.fwmark if self.info else 0
         try:
-            ok = await ping(rt.cfg.ping.target, timeout, mark=mark)
+            address = await self._ping_address(rt)
+        except (OSError, TimeoutError) as exc:
+            # a name that does not resolve leaves the peer unmonitored, as in stunmesh-go
+            self._warn_once(
+                f"resolve:{rt.cfg.label}",
+                "ping target does not resolve, not monitoring iface=%s peer=%s target=%s error=%s",
+                self.cfg.name,
+                rt.cfg.label,
+                rt.cfg.ping.target,
+                exc or type(exc).__name__,
+            )
+            self._schedule_ping(rt)
+            return
+        try:
+            ok = await ping(address, timeout, mark=mark)
         except OSError as exc:
             log.warning(
                 "ping failed to run iface=%s peer=%s error=%s", self.cfg.name, rt.cfg.label, exc
@@ -991,6 +1039,20 @@ class DeviceWorker:
                 rt, f"{rt.ping_failures} pings to {rt.cfg.ping.target} went unanswered"
             )
 
+    async def _ping_address(self, rt: PeerRuntime) -> str:
+        """ping.target as an address; a host name is looked up again after PING_RESOLVE_TTL
+        (after PING_RESOLVE_RETRY when the lookup failed). Raises OSError or TimeoutError."""
+        now = self.loop.time()
+        if now >= rt.ping_resolve_after:
+            rt.ping_address = ""
+            rt.ping_resolve_after = now + PING_RESOLVE_RETRY
+            rt.ping_address = await resolve_ping_target(rt.cfg.ping.target, PING_RESOLVE_TIMEOUT)
+            rt.ping_resolve_after = now + PING_RESOLVE_TTL
+            self._warned.discard(f"resolve:{rt.cfg.label}")
+        if not rt.ping_address:
+            raise OSError("the last lookup failed")
+        return rt.ping_address
+
     def _no_handshake_reason(self, rt: PeerRuntime) -> str:
         mapping = self.discovery.nat_mapping
         reason = f"no handshake {HANDSHAKE_GRACE:.0f} s after setting endpoint {rt.status.endpoint}"
@@ -1007,6 +1069,11 @@ class DeviceWorker:
                 "STUN alone"
             )
         return f"{reason}: the peer may be behind a symmetric NAT or a firewall, or not running"
+
+
+def _disabled_key(label: str) -> str:
+    """A disabled peer's place in DeviceStatus.peers: its key may be invalid or another's."""
+    return f"disabled:{label}"
 
 
 def handshake_recent(peer: PeerInfo) -> bool:
@@ -1109,6 +1176,8 @@ class Engine:
 
         new = await asyncio.to_thread(load_config, self.config.source)
         await self.apply_config(new)
+        for warning in new.warnings:  # e.g. a peer the new file disables, as at start
+            log.warning("config: %s", warning)
 
     async def apply_config(self, new: Config) -> None:
         """Apply a new config: interfaces, peers and stores that did not change keep state.

@@ -88,6 +88,22 @@ def echo_request(ident: int, seq: int, payload: bytes, *, v6: bool) -> bytes:
     return struct.pack("!BBHHH", kind, 0, _checksum(header + payload), ident, seq) + payload
 
 
+async def resolve_ping_target(target: str, timeout: float) -> str:
+    """The address to ping for ``target``: itself when it is an IP address, else its first
+    IPv4 address (stunmesh-go resolves ping targets as "ip4"). The lookup runs in the loop's
+    resolver thread, bounded by ``timeout``. Raises OSError or TimeoutError."""
+    try:
+        return str(ipaddress.ip_address(target))
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        infos = await loop.getaddrinfo(target, None, family=socket.AF_INET, type=socket.SOCK_RAW)
+    if not infos:
+        raise OSError(f"{target} has no IPv4 address")
+    return str(infos[0][4][0])
+
+
 async def ping(target: str, timeout: float, *, mark: int = 0) -> bool:
     """One ICMP echo to ``target``; True when the matching reply arrives within ``timeout``.
 

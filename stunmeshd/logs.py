@@ -47,6 +47,11 @@ def setup_logging(level: str = "info", fmt: str = "console") -> None:
     set_level(level)
 
 
+def current_level() -> str:
+    """The root logger's level as ``set_level`` takes it ("debug", "info", "warning", "error")."""
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+
+
 def set_level(level: str) -> None:
     """Change the level at run time (D-Bus SetLogLevel); raises ValueError for unknown ones."""
     try:

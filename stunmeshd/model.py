@@ -45,6 +45,7 @@ class PeerState(IntEnum):
     # Configured peers the daemon does not work on; LastError says why. Each such state is one
     # line here, numbered from NOT_ON_DEVICE up (``inactive`` covers them all).
     NOT_ON_DEVICE = 6  # the WireGuard interface has no such peer (yet)
+    DISABLED = 7  # the configuration cannot run it (bad key, no such plugin, a repeat)
 
     @property
     def inactive(self) -> bool:
@@ -171,6 +172,7 @@ class PeerStatus(_Tracked):
     public_key: str  # base64
     store: str  # plugin instance name
     protocol: str = "ipv4"
+    description: str = ""  # the config's free text about the peer
     state: PeerState = PeerState.UNKNOWN
     last_error: str = ""
     endpoint: str = ""  # configured in WireGuard now
@@ -265,12 +267,14 @@ class Model:
         self._dirty.pop(id(device), None)
         self.emit(DeviceRemoved(device))
 
-    def add_peer(self, device: DeviceStatus, **fields_: Any) -> PeerStatus:
+    def add_peer(self, device: DeviceStatus, *, key: str = "", **fields_: Any) -> PeerStatus:
+        """A new peer under ``device``, filed by its public key, or by ``key`` when it has no
+        usable one of its own (a disabled peer: its key may be invalid or another's)."""
         peer = PeerStatus(
             id=next(self._peer_ids), device_id=device.id, interface=device.interface, **fields_
         )
         peer._model = self
-        device.peers[peer.public_key] = peer
+        device.peers[key or peer.public_key] = peer
         self.emit(PeerAdded(peer))
         return peer
 

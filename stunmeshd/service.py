@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import signal
@@ -19,7 +20,7 @@ from stunmeshd.config import Config
 from stunmeshd.engine import Engine
 from stunmeshd.errors import ConfigError
 from stunmeshd.logs import setup_logging
-from stunmeshd.model import Event, Model, PeerState
+from stunmeshd.model import Event, Model, PeerState, PeerStatus
 from stunmeshd.netwatch import NetWatch
 
 log = logging.getLogger("stunmeshd")
@@ -119,17 +120,74 @@ async def reload(engine: Engine) -> None:
         log.error("reload refused, keeping the running configuration: %s", exc)
 
 
+def _not_ready(engine: Engine, config: Config) -> list[str]:
+    """Why --oneshot cannot succeed at all, known after the first cycle: interfaces that
+    cannot be used and configured peers that are not on their WireGuard interface."""
+    problems = []
+    for name, icfg in config.interfaces.items():
+        worker = engine.workers.get(name)
+        if worker is None or not worker.present or worker.info is None:
+            reason = worker.status.last_error if worker is not None else ""
+            problems.append(f"interface {name}: {reason or 'not found'}")
+            continue
+        absent = [label for label, p in icfg.peers.items() if p.public_key not in worker.info.peers]
+        if absent:
+            problems.append(
+                f"{name}: configured peer(s) {', '.join(absent)} not on the WireGuard "
+                f"interface (add them with `wg set {name} peer KEY allowed-ips ...`)"
+            )
+    return problems
+
+
 async def oneshot(engine: Engine, config: Config, wait: float, stop: asyncio.Event) -> int:
-    """One full cycle per interface, then wait (bounded) until every peer has an endpoint."""
+    """One full cycle per interface, then wait (bounded) until every peer has an endpoint.
+
+    What can never succeed (a missing interface, a peer not on its device) is reported right
+    after the first cycle instead of after the wait; progress is logged as peers get theirs.
+    """
     await engine.refresh()
-    configured = sum(len(i.peers) for i in config.interfaces.values())
+    problems = _not_ready(engine, config)
+    if problems:
+        log.error("oneshot: cannot succeed: %s", "; ".join(problems))
+        return 1
+    # the configured peers, by interface and key: other Peer objects (peers the configuration
+    # disables, say) are not waited for
+    wanted = [
+        (name, base64.b64encode(p.public_key).decode(), p.label)
+        for name, icfg in config.interfaces.items()
+        for p in icfg.peers.values()
+    ]
     done = asyncio.Event()
+    reported = -1
+
+    def states() -> list[tuple[str, PeerStatus | None]]:
+        out = []
+        for iface, key, label in wanted:
+            device = engine.model.devices.get(iface)
+            out.append((f"{iface}/{label}", device.peers.get(key) if device else None))
+        return out
+
+    def ready(status: PeerStatus | None) -> bool:
+        return status is not None and status.state in (PeerState.APPLIED, PeerState.CONNECTED)
 
     def check(_event: Event | None = None) -> None:
-        peers = [p for d in engine.model.devices.values() for p in d.peers.values()]
-        if len(peers) == configured and all(
-            p.state in (PeerState.APPLIED, PeerState.CONNECTED) for p in peers
-        ):
+        nonlocal reported
+        now = states()
+        count = sum(ready(status) for _, status in now)
+        if count != reported:
+            reported = count
+            waiting = [
+                f"{name} ({status.state.name.lower() if status else 'not managed'})"
+                for name, status in now
+                if not ready(status)
+            ]
+            log.info(
+                "oneshot: %d of %d peer(s) have an endpoint%s",
+                count,
+                len(wanted),
+                f"; waiting up to {wait:.0f} s for {', '.join(waiting)}" if waiting else "",
+            )
+        if count == len(wanted):
             done.set()
 
     engine.model.subscribe(check)
@@ -147,14 +205,11 @@ async def oneshot(engine: Engine, config: Config, wait: float, stop: asyncio.Eve
         log.info("oneshot: every peer has an endpoint")
         return 0
     missing = [
-        f"{d.interface}/{p.name}: {p.state.name.lower()}"
-        + (f" ({p.last_error})" if p.last_error else "")
-        for d in engine.model.devices.values()
-        for p in d.peers.values()
-        if p.state not in (PeerState.APPLIED, PeerState.CONNECTED)
+        f"{name}: "
+        + (status.state.name.lower() if status else "not managed")
+        + (f" ({status.last_error})" if status and status.last_error else "")
+        for name, status in states()
+        if not ready(status)
     ]
-    managed = sum(len(d.peers) for d in engine.model.devices.values())
-    if managed < configured:
-        missing.append(f"{configured - managed} configured peer(s) not on their device")
     log.error("oneshot: not every peer got an endpoint within %.0f s: %s", wait, "; ".join(missing))
     return 1

@@ -59,6 +59,7 @@ MANAGER_PROPERTIES = PropertyTable(
             [],
         ),
         Prop("RefreshInterval", "t", _interval_us, ("refresh_interval",), 0),
+        Prop("LogLevel", "s", lambda ctx: logs.current_level(), (), ""),
     ]
 )
 
@@ -188,6 +189,7 @@ class ManagerInterface(TableInterface):
                     f"use one of {', '.join(sorted(logs.LEVELS))}"
                 )
             logs.set_level(level)
+            self.emit_changed(names=["LogLevel"])
 
     def _require_running(self) -> None:
         if self.ctx.model.state in (ManagerState.STOPPING, ManagerState.UNKNOWN):
@@ -214,3 +216,7 @@ class ManagerInterface(TableInterface):
     @dbus_property(access=READ, name="RefreshInterval")
     def refresh_interval(self) -> DBusUInt64:
         return self.prop("RefreshInterval")
+
+    @dbus_property(access=READ, name="LogLevel")
+    def log_level(self) -> DBusStr:
+        return self.prop("LogLevel")

@@ -44,6 +44,7 @@ PEER_PROPERTIES = PropertyTable(
         Prop("LastUpdate", "t", lambda p: number(p.last_update), ("last_update",), 0),
         Prop("RxBytes", "t", lambda p: number(p.rx_bytes), ("rx_bytes",), 0),
         Prop("TxBytes", "t", lambda p: number(p.tx_bytes), ("tx_bytes",), 0),
+        Prop("Description", "s", lambda p: text(p.description), ("description",), ""),
     ]
 )
 
@@ -127,3 +128,7 @@ class PeerInterface(TableInterface):
     @dbus_property(access=READ, name="TxBytes")
     def tx_bytes(self) -> DBusUInt64:
         return self.prop("TxBytes")
+
+    @dbus_property(access=READ, name="Description")
+    def description(self) -> DBusStr:
+        return self.prop("Description")

@@ -1,4 +1,4 @@
-"""A private system bus with a real polkitd, and an unprivileged caller (testbed.md).
+"""A private system bus with a real polkitd, and an unprivileged caller (docs/testbed.md).
 
 - ``PrivateBus``: ``dbus-daemon`` with a ``<type>system</type>`` config on a unix socket in a
   fresh directory, default-deny like the real system bus, including polkit's bus policy and the

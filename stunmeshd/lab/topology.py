@@ -1,4 +1,4 @@
-"""The two-site NAT test bed of testbed.md, built in network namespaces.
+"""The two-site NAT test bed of docs/testbed.md, built in network namespaces.
 
     hostA ── natA ── wan ── natB ── hostB        coturn (and later dhtnode) in wan
 
@@ -187,7 +187,7 @@ table ip6 labcut {
 
 
 def nat_rules(site: Site, mode: NatMode, *, ipv6: bool = False) -> str:
-    """The nftables ruleset of a NAT router (testbed.md), as one atomic ``nft -f`` input.
+    """The nftables ruleset of a NAT router (docs/testbed.md), as one atomic ``nft -f`` input.
 
     With ``ipv6`` it also holds the router's IPv6 firewall (replies in, everything out).
     """

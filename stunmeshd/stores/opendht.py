@@ -232,13 +232,7 @@ class OpenDHTStore:
     @classmethod
     def from_config(cls, cfg: PluginConfig) -> Self:
         """Validate the plugin's options (no I/O). Raises ConfigError naming the key."""
-        prefix = f"plugins.{cfg.name}"
-        if cfg.dedup:
-            raise ConfigError(
-                "dedup cannot be used with opendht: its values expire after 10 minutes and "
-                "must be republished even when the endpoint is unchanged",
-                key=f"{prefix}.dedup",
-            )
+        prefix = f"plugins.{cfg.name}"  # dedup: ignored with a warning (registry, config)
         endpoints = resolve_endpoints(cfg)
         magic = cfg.options.get("magic")
         if magic is None or magic == "":

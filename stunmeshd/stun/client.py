@@ -272,11 +272,14 @@ class StunClient:
         self._answered: collections.deque[bytes] = collections.deque(maxlen=64)
         self._receiver: asyncio.Task[None] | None = None
 
-    async def binding(self, server: tuple[str, int]) -> BindingResult:
+    async def binding(self, server: tuple[str, int], *, change: int = 0) -> BindingResult:
         """One Binding transaction with ``server`` (an IP address and port).
 
         Raises StunTransactionError (a StunError) on timeout, error response, unusable
         response or send failure; ignores answers from elsewhere or for other transactions.
+        With ``change`` (codec.CHANGE_IP / CHANGE_PORT, RFC 5780 filtering tests) the answer
+        is expected from the server's *other* address or port, so any source is accepted (the
+        96-bit transaction id still has to match); ``response_origin`` says where it came from.
         """
         try:
             host, port = server
@@ -285,7 +288,7 @@ class StunClient:
             valid_port = False
         if not valid_port:
             raise StunError(f"a STUN server must be an (ip, port) pair, not {server!r}")
-        transaction = _Transaction(self, _normalize((str(host), port)))
+        transaction = _Transaction(self, _normalize((str(host), port)), change=change)
         try:
             await transaction.start()
             outcome = await transaction.waiter
@@ -364,7 +367,7 @@ class StunClient:
             src = _normalize((source[0], source[1]))
         except StunError:
             src = source
-        if src != transaction.server:
+        if src != transaction.server and not transaction.change:
             self.stats.wrong_source += 1
             log.debug(
                 "stun ignored reason=wrong-source from=%s expected=%s",
@@ -388,12 +391,17 @@ class _Transaction:
         client: StunClient,
         server: Address,
         on_done: Callable[[_Transaction], None] | None = None,
+        *,
+        change: int = 0,
     ) -> None:
         self.client = client
         self.server = server
         self.on_done = on_done
+        self.change = change
         self.loop = asyncio.get_running_loop()
-        self.tid, self.request = encode_binding_request(fingerprint=client.fingerprint)
+        self.tid, self.request = encode_binding_request(
+            fingerprint=client.fingerprint, change=change
+        )
         self.waiter: asyncio.Future[BindingResult | StunError] = self.loop.create_future()
         self.sent = 0
         self.first_sent = 0.0

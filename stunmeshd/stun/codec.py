@@ -199,17 +199,28 @@ def encode_message(
     return bytes(data)
 
 
+CHANGE_IP = 0x04  # CHANGE-REQUEST flags (RFC 5780 §7.2): answer from the other address
+CHANGE_PORT = 0x02  # ... from the other port
+
+
 def encode_binding_request(
-    transaction_id: bytes | None = None, *, fingerprint: bool = True, software: str | None = None
+    transaction_id: bytes | None = None,
+    *,
+    fingerprint: bool = True,
+    software: str | None = None,
+    change: int = 0,
 ) -> tuple[bytes, bytes]:
     """A Binding request; returns ``(transaction_id, datagram)``.
 
     FINGERPRINT is on by default: the answer shares WireGuard's port, and the checksum lets
     both ends tell STUN from other traffic (RFC 8489 §7). RFC 3489 servers ignore it
-    (its type is comprehension-optional).
+    (its type is comprehension-optional). ``change`` (CHANGE_IP | CHANGE_PORT) asks an
+    RFC 5780 server to answer from its other address/port: the NAT filtering tests.
     """
     tid = transaction_id if transaction_id is not None else new_transaction_id()
     attrs = [(Attr.SOFTWARE, software.encode())] if software else []
+    if change:
+        attrs.append((Attr.CHANGE_REQUEST, (change & (CHANGE_IP | CHANGE_PORT)).to_bytes(4, "big")))
     return tid, encode_message(
         METHOD_BINDING, MessageClass.REQUEST, tid, attrs, fingerprint=fingerprint
     )

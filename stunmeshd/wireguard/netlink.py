@@ -483,5 +483,8 @@ def _translate(exc: NetlinkErrno, ifname: str, action: str) -> WireGuardError:
     if exc.code == errno.EOPNOTSUPP:
         return DeviceNotFound(f"{ifname} is not a kernel WireGuard interface")
     if exc.code in (errno.EPERM, errno.EACCES):
-        return WireGuardError(f"permission denied to {action} {ifname} (needs CAP_NET_ADMIN)")
+        return WireGuardError(
+            f"permission denied to {action} {ifname}: stunmeshd needs CAP_NET_ADMIN "
+            "(run it as root, as its systemd unit does)"
+        )
     return WireGuardError(f"the kernel refused to {action} {ifname}: {os.strerror(exc.code)}")

@@ -294,9 +294,16 @@ class UapiBackend:
         return self.socket_dir / f"{ifname}.sock"
 
     def has_device(self, ifname: str) -> bool:
-        """True when wireguard-go's socket for ``ifname`` exists (a cheap stat, no I/O)."""
+        """True when wireguard-go's socket for ``ifname`` exists (a cheap stat, no I/O).
+
+        Also True when the socket directory cannot be searched (it is root-only): the device
+        may well be there, and this backend's error then says what permission is missing,
+        where the kernel's would only say "not found".
+        """
         try:
             return self.socket_path(ifname).is_socket()
+        except PermissionError:
+            return True
         except (DeviceNotFound, OSError):
             return False
 
@@ -348,7 +355,10 @@ class UapiBackend:
             # no socket, or a stale one nobody listens on: the device is not there
             raise DeviceNotFound(f"no wireguard-go interface {ifname} (no {path})") from None
         except PermissionError:
-            raise WireGuardError(f"permission denied opening {path}") from None
+            raise WireGuardError(
+                f"permission denied opening {path}: wireguard-go's control socket is root-only, "
+                "so stunmeshd must run as root (the kernel backend needs CAP_NET_ADMIN)"
+            ) from None
         except OSError as exc:
             raise WireGuardError(f"cannot connect to {path}: {exc.strerror or exc}") from None
         try:

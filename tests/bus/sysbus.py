@@ -7,6 +7,8 @@ import contextlib
 import grp
 import pwd
 import subprocess
+import sys
+from pathlib import Path
 
 from stunmeshd.lab.sysbus import PYTHON, REPO, PrivateBus
 
@@ -19,11 +21,17 @@ TEST_GROUP = "stunmesh"  # the group the shipped example rules file lets refresh
 
 
 class TestUser:
-    """A system user in group ``stunmesh``; made once, removed by ``remove`` if we made it."""
+    """A system user in group ``stunmesh``; made once, removed by ``remove`` if we made it.
+
+    It runs Python programs with ``python``, the interpreter of an installed copy of
+    stunmeshd (tests/installed.py), never the checkout's: the checkout may be readable by root
+    only.
+    """
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, name: str = TEST_USER, group: str = TEST_GROUP) -> None:
+    def __init__(self, python: Path, name: str = TEST_USER, group: str = TEST_GROUP) -> None:
+        self.python = python
         self.name = name
         self.group = group
         self.created_user = False
@@ -72,6 +80,8 @@ class TestUser:
         return pwd.getpwnam(self.name).pw_gid
 
     def argv(self, *argv: str) -> list[str]:
+        if argv and argv[0] in (str(PYTHON), sys.executable):  # the checkout's interpreter
+            argv = (str(self.python), *argv[1:])
         return [
             "setpriv",
             f"--reuid={self.uid}",
@@ -88,7 +98,6 @@ class TestUser:
             "HOME": "/",
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONPATH": str(REPO),
         }
         proc = await asyncio.create_subprocess_exec(
             *self.argv(*argv),

@@ -73,7 +73,7 @@ async def test_daemon_on_the_bus_end_to_end(bus_mesh: BusMesh, test_user: TestUs
 
         # an unprivileged user reads everything but may not refresh
         status = await run(*ctl(bus_a.address, "peers", "--json"), user=test_user)
-        assert json.loads(status.stdout)[0]["State"] == PeerState.CONNECTED
+        assert json.loads(status.stdout)[0]["state"] == "connected"
         denied = await run(
             *busctl(bus_a.address, "call", BUS_NAME, ROOT, MANAGER_IFACE, "Refresh", "a{sv}", "0"),
             user=test_user,

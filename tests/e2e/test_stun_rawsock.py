@@ -1,6 +1,6 @@
 """Raw-socket STUN from WireGuard's port, for real: netns NAT, coturn, stund, wireguard-go.
 
-Every packet stays inside the lab's namespaces (testbed.md); sockets are created inside a lab
+Every packet stays inside the lab's namespaces (docs/testbed.md); sockets are created inside a lab
 host through ``sock_factory``.
 """
 

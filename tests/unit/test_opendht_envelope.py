@@ -26,7 +26,7 @@ from stunmeshd.stores.opendht import (
 KEY = "3061b8fcbdb6972059518f1adc3590dca6a5f352"
 NOW = 1_700_000_000
 VALUE = "000102030405060708090a0b0c0d0e0f1011121314151617"
-# Written out from wire-format.md's field order, then base64 (standard alphabet, padded).
+# Written out from docs/wire-format.md's field order, then base64 (standard alphabet, padded).
 ENVELOPE = (
     b'{"magic":"stunmesh-v1","ts":1700000000,'
     b'"data":"000102030405060708090a0b0c0d0e0f1011121314151617"}'
@@ -168,7 +168,6 @@ def test_endpoint_then_endpoints_in_order(options: dict[str, Any], expected: tup
         ({"endpoint": "https://a.example", "magic": 7}, "plugins.dht.magic", "string"),
         ({"endpoint": "https://a.example", "timeout": "soon"}, "plugins.dht.timeout", "duration"),
         ({"endpoint": "https://a.example", "timeout": 0}, "plugins.dht.timeout", "more than 0"),
-        ({"endpoint": "https://a.example", "dedup": True}, "plugins.dht.dedup", "expire"),
     ],
 )
 def test_bad_options_name_the_key(options: dict[str, Any], key: str, fragment: str) -> None:

@@ -1,6 +1,6 @@
 """The kernel WireGuard backend against a stand-in kernel on the other end of a socket pair.
 
-There is no WireGuard module here (testbed.md), so the kernel is played by a coroutine that
+There is no WireGuard module here (docs/testbed.md), so the kernel is played by a coroutine that
 reads the backend's datagrams and answers with netlink messages. Those answers are built two
 ways: with pyroute2's ``wgmsg`` encoder, and byte by byte from the kernel's uapi layout
 (``struct sockaddr_in6``, ``struct __kernel_timespec``, nests of type 0 as the kernel writes

@@ -1,0 +1,3 @@
+from stunmeshd.ctl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""Every configuration key, for people: the one source of stunmeshd.conf(5).
+
+A test (tests/unit/test_docgen.py) checks this list against the loader both ways: each key
+here loads without an "unknown key" warning, and each key the loader knows is here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Key:
+    path: str  # dotted; <name> marks a name of your choice
+    kind: str  # what the value is
+    default: str  # "" when required or none
+    text: str  # what it does
+    compat: str = ""  # how stunmesh-go differs, if it does
+
+
+DURATION = "duration (Go syntax: 90s, 10m, 1h30m, 500ms)"
+
+KEYS: tuple[Key, ...] = (
+    Key(
+        "refresh_interval",
+        DURATION,
+        "10m",
+        "How often every interface is re-discovered, re-published and re-fetched. stunmeshd "
+        "also reacts at once to network changes and re-fetches a missing record sooner "
+        "(see docs/architecture.md, scheduling rules). Stores whose records expire shorten it "
+        "(OpenDHT: 240 s).",
+        "reads a bare number (600) as nanoseconds; stunmeshd refuses one, with a hint.",
+    ),
+    Key("log.level", "debug, info, warn (or warning), error", "info", "The log level."),
+    Key(
+        "log.format",
+        "console or json",
+        "console",
+        "console: one line per event for the journal; json: one JSON object per line.",
+    ),
+    Key(
+        "stun.addresses",
+        "list of host:port ([v6]:port for IPv6)",
+        "stun.l.google.com:19302",
+        "STUN servers, tried in order; the NAT mapping test needs one that reports "
+        "OTHER-ADDRESS (RFC 5780). Without the key the default is used, with a warning; an "
+        "explicitly empty list is an error.",
+    ),
+    Key(
+        "stun.address",
+        "host:port",
+        "",
+        "The older single-server key: tried before stun.addresses, warned about as deprecated.",
+    ),
+    Key("ping_monitor.interval", DURATION, "1s", "Default interval of the peers' ping checks."),
+    Key("ping_monitor.timeout", DURATION, "1s", "Default timeout of the peers' ping checks."),
+    Key(
+        "ping_monitor.fixed_retries",
+        "integer",
+        "3",
+        "Quick retries after a failed ping before backing off.",
+    ),
+    Key(
+        "interfaces.<ifname>.protocol",
+        "ipv4, ipv6 or dualstack",
+        "ipv4",
+        "Which of the interface's own public endpoints to discover and publish.",
+    ),
+    Key(
+        "interfaces.<ifname>.proxy",
+        "mapping",
+        "",
+        "Accepted and ignored, with a warning: stunmeshd has no proxy mode; it shares "
+        "WireGuard's own UDP port through a raw socket.",
+        "Used by stunmesh-go on other platforms.",
+    ),
+    Key(
+        "interfaces.<ifname>.listen_interfaces",
+        "list",
+        "",
+        "Accepted and ignored, with a warning: the raw socket sees STUN answers on every "
+        "interface.",
+        "Used by stunmesh-go on other platforms.",
+    ),
+    Key(
+        "interfaces.<ifname>.listen_default_route",
+        "boolean",
+        "",
+        "Accepted and ignored, with a warning (as listen_interfaces).",
+        "Used by stunmesh-go on other platforms.",
+    ),
+    Key(
+        "interfaces.<ifname>.peers.<label>.public_key",
+        "base64 of 32 bytes",
+        "",
+        "The peer's WireGuard public key, as wg show prints it. Required. The peer must also "
+        "be on the WireGuard interface (stunmeshd only sets its endpoint).",
+    ),
+    Key(
+        "interfaces.<ifname>.peers.<label>.plugin",
+        "a name under plugins",
+        "",
+        "The store through which this peer's endpoints are exchanged. Required; both sides "
+        "must use the same store.",
+    ),
+    Key(
+        "interfaces.<ifname>.peers.<label>.protocol",
+        "ipv4, ipv6, prefer_ipv4 or prefer_ipv6",
+        "ipv4",
+        "Which of the peer's endpoints to use; the prefer_ forms fall back to the other family "
+        "when the preferred path is broken.",
+        "stunmesh-go does not fall back.",
+    ),
+    Key(
+        "interfaces.<ifname>.peers.<label>.description",
+        "text",
+        "",
+        "Free text about the peer, shown by stunmeshctl show and on D-Bus (Description).",
+    ),
+    Key(
+        "interfaces.<ifname>.peers.<label>.ping.enabled",
+        "boolean",
+        "false",
+        "Check the tunnel by ICMP echo to ping.target.",
+    ),
+    Key(
+        "interfaces.<ifname>.peers.<label>.ping.target",
+        "IP address",
+        "",
+        "An address inside the tunnel (names are not resolved).",
+    ),
+    Key(
+        "interfaces.<ifname>.peers.<label>.ping.interval",
+        DURATION,
+        "ping_monitor.interval",
+        "This peer's ping interval.",
+    ),
+    Key(
+        "interfaces.<ifname>.peers.<label>.ping.timeout",
+        DURATION,
+        "ping_monitor.timeout",
+        "This peer's ping timeout.",
+    ),
+    Key(
+        "plugins.<name>.type",
+        "builtin, exec or shell",
+        "",
+        "builtin: a store in stunmeshd (name says which); exec: a program speaking JSON on "
+        "stdin/stdout; shell: a program reading STUNMESH_* assignments. The protocols are in "
+        "docs/wire-format.md. Required.",
+    ),
+    Key("plugins.<name>.name", "cloudflare or opendht", "", "For type builtin: which store."),
+    Key(
+        "plugins.<name>.command",
+        "program",
+        "",
+        "For exec and shell: the program, run without a shell.",
+    ),
+    Key("plugins.<name>.args", "list of strings", "", "For exec and shell: its arguments."),
+    Key(
+        "plugins.<name>.dedup",
+        "boolean",
+        "false",
+        "Skip publishing an endpoint that has not changed since the last successful write "
+        "(saves API quota). Refused for OpenDHT, whose values expire.",
+    ),
+    Key(
+        "plugins.<name>.timeout",
+        DURATION + " or seconds",
+        "10s",
+        "How long one store operation may take; a plugin program is killed after it.",
+        "stunmesh-go has no timeout.",
+    ),
+    Key("plugins.<name>.zone", "DNS zone", "", "cloudflare: the zone, e.g. example.com."),
+    Key(
+        "plugins.<name>.token",
+        "secret",
+        "",
+        "cloudflare: an API token allowed to edit DNS in the zone. Never logged, never on D-Bus; "
+        "keep the file readable by root only.",
+    ),
+    Key(
+        "plugins.<name>.subdomain",
+        "DNS label",
+        "",
+        "cloudflare: records are <key>.<subdomain>.<zone> (or <key>.<zone> without it).",
+    ),
+    Key(
+        "plugins.<name>.api_base",
+        "URL",
+        "https://api.cloudflare.com/client/v4",
+        "cloudflare: the API's base URL (for tests and API gateways).",
+        "stunmeshd only.",
+    ),
+    Key(
+        "plugins.<name>.endpoint",
+        "URL",
+        "",
+        "opendht: an OpenDHT proxy (dhtnode --proxyserver), tried first.",
+    ),
+    Key(
+        "plugins.<name>.endpoints",
+        "list of URLs",
+        "",
+        "opendht: more proxies, tried in order after endpoint on errors.",
+    ),
+    Key(
+        "plugins.<name>.magic",
+        "text",
+        "stunmesh-v1",
+        "opendht: the envelope tag that marks our values.",
+    ),
+)
+
+SECTIONS = {
+    "refresh_interval": "Top level",
+    "log": "Top level",
+    "stun": "STUN",
+    "ping_monitor": "Ping defaults",
+    "interfaces": "Interfaces and peers",
+    "plugins": "Stores (plugins)",
+}
