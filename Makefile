@@ -17,6 +17,7 @@ DEBS    += miniupnpd-nftables
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 BENCHES += applet_idle
 BENCHES += bus_reconnect
+BENCHES += portmap
 BENCHES += config_limits
 
 PREFIX  ?= /usr
