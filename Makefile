@@ -51,7 +51,7 @@ lint: venv
 
 # The lab: two hosts behind NAT connect with stunmeshd (network namespaces; run as root).
 demo: deps venv
-	$(PY) -m stunmeshd.lab.demo
+	$(PY) -m stunmeshd.lab.demo $(DEMO_ARGS)
 
 # The same lab kept up to try things by hand: `make lab`, then in another terminal
 # `make lab-shell HOST=A` (stunmeshctl, busctl and wg point at host A), `make lab-down`.

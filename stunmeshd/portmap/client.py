@@ -77,6 +77,35 @@ async def find_gateway() -> Gateway | None:
     return None
 
 
+def ssdp_location(gateway: Gateway, headers: Any) -> str | None:
+    """The LOCATION of an SSDP answer when it and its sender are on the local network.
+
+    Anything else (an answer from elsewhere, or pointing elsewhere, which a hostile device or
+    a DNS-rebinding page could send) is refused with a log line: None.
+    """
+    sender = str(headers.get("_host", ""))
+    location = str(headers.get("location", ""))
+    try:
+        parts = urlsplit(location)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = None, ""
+    if (
+        parts is None
+        or parts.scheme != "http"
+        or not gateway.is_local(sender)
+        or not gateway.is_local(host)
+    ):
+        log.warning(
+            "SSDP answer refused: from %r, LOCATION %r, outside the local network %s",
+            sender[:60],
+            location[:200],
+            gateway.network,
+        )
+        return None
+    return location
+
+
 class _Answers(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes | OSError] = asyncio.Queue(maxsize=16)
@@ -182,18 +211,8 @@ class PortMapClient:
         found: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         async def on_answer(headers: Any) -> None:
-            sender = str(headers.get("_host", ""))
-            location = str(headers.get("location", ""))
-            host = urlsplit(location).hostname or ""
-            if not (self.gateway.is_local(sender) and self.gateway.is_local(host)):
-                log.warning(
-                    "SSDP answer refused: from %s, LOCATION %r, outside the local network %s",
-                    sender,
-                    location[:200],
-                    self.gateway.network,
-                )
-                return
-            if not found.done():
+            location = ssdp_location(self.gateway, headers)
+            if location and not found.done():
                 found.set_result(location)
 
         async def on_connect() -> None:

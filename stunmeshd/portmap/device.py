@@ -96,13 +96,7 @@ class DevicePortMap:
             await self._settle()
         self._stun_v4, self._nat = endpoints.get("ipv4"), nat
         mapping = self.mapper.status.mapping
-        chosen = dict(endpoints)
-        source = SOURCE_STUN
-        if mapping is not None and (
-            self._stun_v4 is None or self._stun_v4 == mapping.endpoint or nat.dependent
-        ):
-            chosen["ipv4"] = mapping.endpoint
-            source = SOURCE_MAPPING
+        chosen, source = choose_endpoints(endpoints, mapping.endpoint if mapping else None, nat)
         self._chosen = chosen.get("ipv4")
         status = self._status()
         if status.endpoint_source != source:
@@ -135,21 +129,25 @@ class DevicePortMap:
         if self._stun_v4 is None and self._chosen is None:
             return  # nothing published yet: the first cycle will choose
         endpoints = {"ipv4": self._stun_v4} if self._stun_v4 else {}
-        before = self._chosen
-        mapping = status.mapping
-        would = (
-            mapping.endpoint
-            if mapping is not None
-            and (self._stun_v4 is None or self._stun_v4 == mapping.endpoint or self._nat.dependent)
-            else endpoints.get("ipv4")
-        )
-        if would != before:
+        mapped = status.mapping.endpoint if status.mapping else None
+        would, _source = choose_endpoints(endpoints, mapped, self._nat)
+        if would.get("ipv4") != self._chosen:
             self._republish()
 
     def _publish_status(self) -> None:
         st = self.mapper.status
         m = st.mapping
         self._status().update(**properties(st, self.mapper.expires_unix() if m else 0.0))
+
+
+def choose_endpoints(
+    endpoints: dict[str, str], mapped: str | None, nat: NatMapping
+) -> tuple[dict[str, str], str]:
+    """The module docstring's rule: the endpoints to publish and where IPv4's came from."""
+    stun_v4 = endpoints.get("ipv4")
+    if mapped is not None and (stun_v4 is None or stun_v4 == mapped or nat.dependent):
+        return {**endpoints, "ipv4": mapped}, SOURCE_MAPPING
+    return dict(endpoints), SOURCE_STUN
 
 
 def properties(st: Status, expires_unix: float) -> dict[str, Any]:
