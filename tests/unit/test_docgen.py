@@ -124,6 +124,8 @@ ping_monitor: {interval: 1s, timeout: 1s, fixed_retries: 3}
 interfaces:
   wg0:
     protocol: ipv4
+    port_mapping: auto
+    port_mapping_lifetime: 2h
     proxy: {}
     listen_interfaces: [eth0]
     listen_default_route: false
