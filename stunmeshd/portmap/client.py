@@ -27,7 +27,7 @@ from pyroute2 import AsyncIPRoute
 
 from stunmeshd.errors import PortMapError, PortMapParseError
 from stunmeshd.portmap import natpmp, pcp
-from stunmeshd.portmap.machine import Map, PortMapMachine, Probe, Protocol, Status, Unmap
+from stunmeshd.portmap.machine import Map, Phase, PortMapMachine, Probe, Protocol, Status, Unmap
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -480,7 +480,7 @@ class PortMapper:
             self.machine.handle_timer(loop.time())
             if self.machine.next_action_pending():
                 continue
-            if self.machine.status.phase.value == "stopped":
+            if self.machine.status.phase is Phase.STOPPED:
                 return
             timer = self.machine.get_timer()
             self._wake.clear()
