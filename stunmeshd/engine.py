@@ -849,6 +849,9 @@ class DeviceWorker:
 
     async def _apply(self, rt: PeerRuntime, endpoint: str, record: crypto.EndpointRecord) -> None:
         assert self.info is not None
+        if await self.portmap.hold_back(endpoint, self.info.peers.get(rt.cfg.public_key)):
+            if await self._read_device() is None:  # the peer may have reached us meanwhile
+                return
         current = self.info.peers.get(rt.cfg.public_key)
         recent = current is not None and handshake_recent(current) and not rt.traffic.stalled
         if current is not None and current.endpoint == endpoint:

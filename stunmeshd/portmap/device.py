@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 SOURCE_STUN = "stun"
 SOURCE_MAPPING = "port-mapping"
 SETTLE_TIMEOUT = 2.5  # s a first publish waits for a mapping in progress (probe <= 1 s + map)
+# s a host that published its mapping waits before WireGuard first sends to a peer: behind a
+# dependent NAT our own first packet is useless (the peer's NAT drops it) and, on a Linux
+# router, its conntrack entry can make the router drop the peer's packet to the mapped port
+# (the same tuple in reply) until WireGuard's next try 5 s later
+HOLD_BACK = 1.0
 
 
 class DevicePortMap:
@@ -109,6 +114,20 @@ class DevicePortMap:
             )
         status.update(endpoint_source=source)
         return chosen
+
+    async def hold_back(self, endpoint: str, peer: Any) -> bool:
+        """Before WireGuard is first pointed at ``endpoint`` (IPv4, no handshake yet) while
+        we publish a mapping behind a dependent NAT: let the peer reach us first. True when
+        it waited."""
+        if (
+            self._status().endpoint_source != SOURCE_MAPPING
+            or not self._nat.dependent
+            or endpoint.startswith("[")
+            or (peer is not None and (peer.latest_handshake or peer.endpoint))
+        ):
+            return False
+        await asyncio.sleep(HOLD_BACK)
+        return True
 
     async def _settle(self) -> None:
         """Wait (bounded) for a mapping being made, so the first publish can carry it."""
