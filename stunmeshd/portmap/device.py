@@ -54,6 +54,7 @@ class DevicePortMap:
         self._stun_v4: str | None = None
         self._nat = NatMapping.UNKNOWN
         self._retiring: set[asyncio.Future[None]] = set()
+        self._expiry: tuple[object, float] = (None, 0.0)  # (mapping, its expiry in Unix s)
         self.mapper = self._new_mapper(cfg)
 
     def _new_mapper(self, cfg: InterfaceConfig) -> PortMapper:
@@ -156,7 +157,9 @@ class DevicePortMap:
     def _publish_status(self) -> None:
         st = self.mapper.status
         m = st.mapping
-        self._status().update(**properties(st, self.mapper.expires_unix() if m else 0.0))
+        if m is not None and self._expiry[0] is not m:  # fixed once per mapping: no jitter
+            self._expiry = (m, self.mapper.expires_unix())
+        self._status().update(**properties(st, self._expiry[1] if m else 0.0))
 
 
 def choose_endpoints(
