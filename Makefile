@@ -18,6 +18,7 @@ BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 BENCHES += applet_idle
 BENCHES += bus_reconnect
 BENCHES += portmap
+BENCHES += store_watch
 BENCHES += config_limits
 
 PREFIX  ?= /usr

@@ -103,7 +103,9 @@ class PluginConfig:
     command: str | None = None  # exec: program; shell: shell command line
     args: tuple[str, ...] = ()
     dedup: bool = False
-    timeout: float = 10.0  # seconds an operation may take before the plugin is killed/abandoned
+    # seconds an operation may take before the plugin is killed/abandoned; None: the store's
+    # own default (exec/shell 120 s, opendht 15 s as stunmesh-go, cloudflare 10 s)
+    timeout: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -185,7 +187,6 @@ _ZEROLOG_NUMBERS: Mapping[int, str] = {
 
 #: Plugin keys stunmeshd itself reads; every other key of a plugin goes to PluginConfig.options.
 GENERIC_PLUGIN_KEYS = frozenset({"type", "name", "command", "args", "dedup", "timeout"})
-DEFAULT_PLUGIN_TIMEOUT = 10.0
 MAX_CONFIG_BYTES = 1 << 20
 # Used when stunmeshd.stores.registry does not exist (yet): stunmesh-go's built-in stores.
 _FALLBACK_BUILTINS = frozenset({"cloudflare", "opendht"})
@@ -1055,9 +1056,11 @@ class _Parser:
                         "endpoint is re-published anyway (with dedup, stunmesh-go lets the "
                         "record lapse)",
                     )
-            timeout = self._duration_key(
-                fields, "timeout", path, DEFAULT_PLUGIN_TIMEOUT, positive=True, seconds_ok=True
-            )
+            timeout: float | None = None  # unset: the store's own default
+            if self._get(fields, "timeout") is not None:
+                timeout = self._duration_key(
+                    fields, "timeout", path, 0.0, positive=True, seconds_ok=True
+                )
             options: dict[str, Any] = {}
             for option, (oknode, ovnode) in fields.items():
                 if option in GENERIC_PLUGIN_KEYS:

@@ -21,12 +21,15 @@ from typing import Any
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 
+from stunmeshd.endpoint_policy import refusal
 from stunmeshd.errors import RecordError
 
 KEY_LEN = 32  # WireGuard / X25519 key length
 NONCE_LEN = Box.NONCE_SIZE  # 24
 TAG_LEN = 16  # Poly1305
 _MAX_ENDPOINT_TEXT = 64  # longest "[v6]:port" is 47 chars; longer is garbage
+# A record is about 100 bytes; room for fields a future version may add, not for abuse.
+MAX_RECORD_JSON = 4096
 
 
 def _check_key(key: bytes, what: str) -> None:
@@ -71,9 +74,9 @@ def _port(text: str, port: str) -> int:
 def normalize_endpoint(text: str, family: int) -> str:
     """``ip:port`` (family 4) or ``[ip]:port`` (family 6), checked and in canonical form.
 
-    IPv6 comes back in RFC 5952 form. Hosts must be IP literals of the right family;
-    unspecified and multicast addresses are refused because no peer can be reached there.
-    Raises RecordError with the reason.
+    IPv6 comes back in RFC 5952 form. Hosts must be IP literals of the right family, and
+    ``endpoint_policy`` must accept them (no loopback, multicast, ...: no peer can be reached
+    there). Raises RecordError with the reason.
     """
     if not isinstance(text, str):
         raise RecordError(f"ipv{family} endpoint must be a string, not {type(text).__name__}")
@@ -90,8 +93,7 @@ def normalize_endpoint(text: str, family: int) -> str:
         except ValueError:
             raise RecordError(f"ipv4 endpoint {shown!r}: {host!r} is not an IPv4 address") from None
         port_number = _port(shown, port)
-        if address.is_unspecified or address.is_multicast or address == _V4_BROADCAST:
-            raise RecordError(f"ipv4 endpoint {shown!r}: {address} cannot be a peer's address")
+        _check_policy(shown, family, address, port_number)
         return f"{address}:{port_number}"
     if family == 6:
         if not text.startswith("[") or "]:" not in text:
@@ -104,15 +106,17 @@ def normalize_endpoint(text: str, family: int) -> str:
         except ValueError:
             raise RecordError(f"ipv6 endpoint {shown!r}: {host!r} is not an IPv6 address") from None
         port_number = _port(shown, port)
-        if address.ipv4_mapped is not None:
-            raise RecordError(f"ipv6 endpoint {shown!r}: an IPv4-mapped address is IPv4")
-        if address.is_unspecified or address.is_multicast:
-            raise RecordError(f"ipv6 endpoint {shown!r}: {address} cannot be a peer's address")
+        _check_policy(shown, family, address, port_number)
         return f"[{address.compressed}]:{port_number}"
     raise ValueError(f"family must be 4 or 6, not {family!r}")
 
 
-_V4_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+def _check_policy(
+    shown: str, family: int, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+) -> None:
+    reason = refusal(address, port)
+    if reason is not None:
+        raise RecordError(f"ipv{family} endpoint {shown!r} cannot be a peer's address: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +177,19 @@ class EndpointRecord:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> EndpointRecord:
-        """Parse and validate an opened record. Unknown fields are ignored, as Go does."""
+        """Parse and validate an opened record. Unknown fields are ignored, as Go does.
+
+        Whatever the bytes, the only exception is RecordError: a record is small, and JSON
+        nested deeper than Python's recursion limit is refused like any other bad JSON.
+        """
+        if len(data) > MAX_RECORD_JSON:
+            raise RecordError(f"record is too long ({len(data)} bytes, at most {MAX_RECORD_JSON})")
         try:
             fields = json.loads(data)
         except (UnicodeDecodeError, ValueError):
             raise RecordError("record is not valid JSON") from None
+        except RecursionError:
+            raise RecordError("record is not valid JSON: nested too deep") from None
         if not isinstance(fields, dict):
             raise RecordError("record is not a JSON object")
         values: dict[str, Any] = {}
@@ -248,21 +260,40 @@ class RecordGuard:
     """Refuses reflected and replayed records from one peer. Keep one per (device, peer).
 
     stunmesh-go's box uses one shared secret for both directions, so anyone who can write to
-    the store can copy my own record into my fetch slot and it still opens. Rules:
+    the store can copy my own record into my fetch slot and it still opens; and on OpenDHT
+    anyone can put an old sealed record of the peer back under its key. Rules:
 
     * **reflected** — the value is byte-identical to one of the last ``remember`` values I
       published for this peer, or the record names one of my own endpoints: refused.
-    * **replayed** — ``ts`` older than the newest ``ts`` accepted from this peer: refused.
-      An equal ``ts`` is accepted (a peer that dedups re-serves the same record).
-    * **ts-less records** (all that stunmesh-go writes) are accepted while the peer has never
-      sent a ``ts``. Once a record with ``ts`` was accepted, a ts-less one is refused as a
-      replay (a downgrade to an old stunmesh-go-era record); ``reset()`` forgets, e.g. when the
-      peer is known to have gone back to stunmesh-go. Memory only: a restart starts afresh.
+    * **in order** — no ``ts`` accepted yet from this peer, or ``ts`` newer than the newest
+      accepted, or equal to it (a peer that dedups re-serves its record) as long as no
+      out-of-order record was accepted since (then the peer has moved on from it).
+    * **out of order** — a ``ts`` older than the newest accepted, or no ``ts`` after one was
+      accepted: what a replay looks like, but also what a peer sends after going back to
+      stunmesh-go (which never writes ``ts``) or after its fast clock was corrected. Such a
+      record is accepted only when it cannot hurt or the tunnel is already down:
+
+      - without ``ts`` and naming the endpoint in use (``current``): accepted, it changes
+        nothing (a peer back on stunmesh-go at its old endpoint);
+      - the tunnel is up (``live``: a recent handshake): refused — a working tunnel is never
+        moved by an out-of-order record, and an older ``ts`` is a replay to report;
+      - it names the endpoint in use: accepted, it changes nothing;
+      - its value is one accepted before (the last ``remember``): refused, a verbatim replay;
+      - otherwise accepted, as a *fallback* that the engine uses only when no in-order record
+        offers another endpoint; the ``ts`` mark is not lowered.
+
+    What this still stops: no replay moves a working tunnel; no replay of a record read
+    before is taken again; a peer on stunmeshd (records with ``ts``) always wins over replays
+    of its older records, because its in-order record is preferred. What it no longer stops:
+    while the tunnel is down anyway, an old record never read before may be applied, until
+    the peer's next in-order record replaces it. A restart starts afresh (memory only).
     """
 
     def __init__(self, *, remember: int = 64) -> None:
         self._published: deque[str] = deque(maxlen=remember)
+        self._accepted: deque[str] = deque(maxlen=remember)
         self._newest_ts: int | None = None
+        self._moved_on = False  # an out-of-order record was accepted after the newest ts
 
     @property
     def newest_ts(self) -> int | None:
@@ -274,35 +305,66 @@ class RecordGuard:
         self._published.append(value_hex.strip().lower())
 
     def check(
-        self, value_hex: str, record: EndpointRecord, own_endpoints: Iterable[str] = ()
-    ) -> None:
-        """Raise RecordError ("reflected: ..." / "replayed: ...") if the record is refused.
+        self,
+        value_hex: str,
+        record: EndpointRecord,
+        own_endpoints: Iterable[str] = (),
+        *,
+        current: str = "",
+        live: bool = False,
+    ) -> bool:
+        """True for an in-order record, False for an acceptable out-of-order one (fallback).
 
-        ``own_endpoints``: my current public endpoints (``ip:port`` / ``[ip]:port``).
+        Raises RecordError ("reflected: ..." / "replayed: ...") if the record is refused.
+        ``own_endpoints``: my current public endpoints (``ip:port`` / ``[ip]:port``);
+        ``current``: the peer's endpoint in use; ``live``: its tunnel has a recent handshake.
         """
-        if value_hex.strip().lower() in self._published:
+        value = value_hex.strip().lower()
+        if value in self._published:
             raise RecordError("reflected: the value is one we published for this peer")
         mine = _canonical_endpoints(own_endpoints)
         for endpoint in record.endpoints:
             if endpoint in mine:
                 raise RecordError(f"reflected: the record names our own endpoint {endpoint}")
         newest = self._newest_ts
-        if newest is None:
-            return
+        if newest is None or (
+            record.ts is not None
+            and (record.ts > newest or (record.ts == newest and not self._moved_on))
+        ):
+            return True
         if record.ts is None:
-            raise RecordError(f"replayed: record without ts after ts {newest} was accepted")
-        if record.ts < newest:
-            raise RecordError(f"replayed: ts {record.ts} older than {newest}")
+            why = f"record without ts after ts {newest} was accepted"
+        elif record.ts == newest:
+            why = f"ts {record.ts} was superseded by a record without ts"
+        else:
+            why = f"ts {record.ts} older than {newest}"
+        names_current = bool(current) and current in record.endpoints
+        if names_current and record.ts is None:
+            return False  # a peer back on stunmesh-go where it was: changes nothing
+        if live:
+            raise RecordError(f"replayed: {why}, while the tunnel is up")
+        if names_current:
+            return False  # changes nothing
+        if value in self._accepted:
+            raise RecordError(f"replayed: {why}, and accepted before")
+        return False
 
-    def accept(self, record: EndpointRecord) -> None:
+    def accept(self, record: EndpointRecord, value_hex: str = "") -> None:
         """Note a record that passed ``check`` and is being used (raises the ts mark)."""
-        if record.ts is not None and (self._newest_ts is None or record.ts > self._newest_ts):
-            self._newest_ts = record.ts
+        if value_hex:
+            self._accepted.append(value_hex.strip().lower())
+        newest = self._newest_ts
+        if record.ts is not None and (newest is None or record.ts > newest):
+            self._newest_ts, self._moved_on = record.ts, False
+        elif newest is not None and (record.ts is None or record.ts < newest):
+            self._moved_on = True  # a fallback: the newest ts record is history now
 
     def reset(self) -> None:
         """Forget everything about the peer."""
         self._published.clear()
+        self._accepted.clear()
         self._newest_ts = None
+        self._moved_on = False
 
 
 __all__ = [

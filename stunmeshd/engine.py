@@ -30,6 +30,7 @@ from stunmeshd.errors import (
     WireGuardError,
 )
 from stunmeshd.health import TrafficWatch, ping, resolve_ping_target
+from stunmeshd.logs import Throttle
 from stunmeshd.model import (
     Changed,
     DeviceAdded,
@@ -50,6 +51,7 @@ from stunmeshd.stores.dedup import publish
 from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, WireGuardBackend
 
 log = logging.getLogger(__name__)
+_noise = Throttle(60.0)  # faults that repeat every cycle: said once a minute per kind
 T = TypeVar("T")
 
 RECENT_HANDSHAKE = 180.0  # s: WireGuard drops sessions older than this (REJECT_AFTER_TIME)
@@ -62,6 +64,7 @@ KICK_KEEPALIVE = 25  # s: persistent keepalive set on peers that have none (NAT 
 POLL_FAST = 1.0  # s: device poll while a handshake is awaited
 POLL_BUSY = 1.0  # s: device poll while data flows, to see a broken path quickly
 POLL_SLOW = 5.0  # s: device poll otherwise: handshake age, rx/tx
+PEER_WAIT = 30.0  # s after a device appears during which peers missing from it are polled for
 PUNCH_DELAY = 0.3  # s between publishing a moved endpoint and kicking WireGuard towards peers
 PING_RESOLVE_TTL = 300.0  # s a ping target's host name lookup is used before a new one
 PING_RESOLVE_RETRY = 30.0  # s after a failed lookup before the next
@@ -69,6 +72,7 @@ PING_RESOLVE_TIMEOUT = 5.0  # s a lookup may take; the loop never waits on it
 BAD_FAMILY_TTL = 120.0  # s a family whose path broke is avoided by prefer_* peers
 STORE_CONCURRENCY = 32  # store operations in flight per device
 STORE_GRACE = 5.0  # s on top of a plugin's own timeout, against stores that ignore theirs
+DEFAULT_STORE_TIMEOUT = 10.0  # s, for a third-party store that states no timeout of its own
 
 BackendFactory = Callable[[str], WireGuardBackend]
 StoreFactory = Callable[[PluginConfig], Store]
@@ -157,6 +161,7 @@ class DeviceWorker:
         self.device_backoff = Backoff(DEVICE_BACKOFF_START, DEVICE_BACKOFF_CAP)
         self.next_full = 0.0
         self.next_poll = float("inf")
+        self.adopted_at = float("-inf")  # loop time the device (last) appeared
         self.last_discovery = 0.0
         self._wake = asyncio.Event()
         self._full_requested = True
@@ -336,6 +341,10 @@ class DeviceWorker:
         else:
             result = CycleResult(False, self.status.last_error, StunError)
         await self._serve_peers(set(self.peers), full=True)
+        if self._peers_expected(info):
+            self.next_poll = min(self.next_poll, self.loop.time() + POLL_FAST)
+        if discovery.ok and moved:
+            await self._kick_unchanged(info)
         interval = self.engine.cycle_interval(self.peers.values())
         if discovery.ok:
             self.device_backoff.reset()
@@ -383,7 +392,9 @@ class DeviceWorker:
             public_key=b64(info.public_key),
             listen_port=info.listen_port,
             fwmark=info.fwmark,
-            ifindex=ifindex,
+            # a dying wireguard-go still answers after its link is gone (no index): keep the
+            # known index, or its successor would not be seen as a re-created device
+            ifindex=ifindex or self.status.ifindex,
         )
         self.portmap.sync(self.cfg, info.listen_port)
         if previous is not None and (
@@ -404,6 +415,7 @@ class DeviceWorker:
     def _adopt(self) -> None:
         """The interface exists (again): put it on the bus with a fresh object."""
         detached = self.status
+        self.adopted_at = self.loop.time()
         self.status = self.engine.model.add_device(
             self.cfg.name, protocol=self.cfg.protocol, backend=self.backend.kind
         )
@@ -702,6 +714,8 @@ class DeviceWorker:
         )
         if discovery.ok and self.status.public_endpoints != before and self.info is not None:
             await self._publish_all(self.info)
+            await asyncio.sleep(PUNCH_DELAY)
+            await self._kick_unchanged(self.info)
 
     # ---- publish -----------------------------------------------------------------------
 
@@ -721,6 +735,19 @@ class DeviceWorker:
     ) -> None:
         rt.next_publish = None
         value = crypto.seal(plaintext, info.private_key, rt.cfg.public_key)
+        limit = getattr(rt.store, "max_value_length", None)
+        if limit and len(value) > limit:
+            value = seal_within(record, limit, info.private_key, rt.cfg.public_key)
+            if len(value) > limit:
+                self._warn_once(
+                    f"long:{rt.cfg.plugin}",
+                    "record of %d chars exceeds store %s's %d; stunmesh-go peers may not "
+                    "read it (its own record would be as long) iface=%s",
+                    len(value),
+                    rt.cfg.plugin,
+                    limit,
+                    self.cfg.name,
+                )
         key = crypto.publish_key(info.public_key, rt.cfg.public_key)
         try:
             written = await self.engine.store_call(
@@ -742,6 +769,33 @@ class DeviceWorker:
         if written:
             rt.guard.note_published(value)
             log.debug("published iface=%s peer=%s key=%s", self.cfg.name, rt.cfg.label, key)
+
+    async def _kick_unchanged(self, info: DeviceInfo) -> None:
+        """Our endpoint moved: make WireGuard send to every peer now, from where we are.
+
+        A peer whose endpoint did not change is not kicked by applying it, yet behind a NAT
+        that filters by address and port our NAT drops what the peer sends to our new
+        endpoint until we have sent to the peer from it; with nothing to send (the peer's
+        traffic goes to our old port) that would wait for the next keepalive, up to 25 s.
+        """
+        moment = self.loop.time()
+        for key, rt in self.peers.items():
+            current = info.peers.get(key)
+            if current is None or not current.endpoint:
+                continue
+            if rt.applied_at is not None and moment - rt.applied_at < PUNCH_DELAY:
+                continue  # set just now, and kicked with it
+            keepalive = current.persistent_keepalive or KICK_KEEPALIVE
+            try:
+                await self.backend.set_endpoint(
+                    self.cfg.name, key, current.endpoint, keepalive=keepalive
+                )
+            except WireGuardError as exc:
+                log.warning(
+                    "kick failed iface=%s peer=%s error=%s", self.cfg.name, rt.cfg.label, exc
+                )
+                continue
+            log.debug("kicked iface=%s peer=%s", self.cfg.name, rt.cfg.label)
 
     # ---- fetch and apply ---------------------------------------------------------------
 
@@ -780,7 +834,12 @@ class DeviceWorker:
         except Exception as exc:  # a bug in one peer must not take the others down
             log.exception("peer step failed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
             cause, error = StunmeshError, f"internal error: {exc}"
-        rt.status.update(state=PeerState.FAILED, last_error=error)
+        if rt.status.state == PeerState.CONNECTED:
+            # the tunnel works: a store or record fault is news for LastError, not a state
+            # change (else the next poll flips it back and logs a handshake every cycle)
+            rt.status.update(last_error=error)
+        else:
+            rt.status.update(state=PeerState.FAILED, last_error=error)
         rt.next_fetch = self.loop.time() + rt.fetch_backoff.next()
         return CycleResult(False, error, cause)
 
@@ -791,7 +850,9 @@ class DeviceWorker:
         try:
             candidates = await self.engine.store_call(rt.store, _candidates(rt.store, key))
         except StoreError as exc:
-            log.warning(
+            _noise.warning(
+                log,
+                f"fetch:{self.cfg.name}:{rt.cfg.plugin}",
                 "fetch failed iface=%s peer=%s store=%s error=%s",
                 self.cfg.name,
                 rt.cfg.label,
@@ -800,7 +861,8 @@ class DeviceWorker:
             )
             raise StoreError(f"store {rt.cfg.plugin}: {exc}") from exc
         if not candidates:
-            rt.status.update(state=PeerState.WAITING, last_error="")
+            if rt.status.state != PeerState.CONNECTED:  # a working tunnel needs no record
+                rt.status.update(state=PeerState.WAITING, last_error="")
             rt.next_fetch = self.loop.time() + rt.fetch_backoff.next()
             log.debug(
                 "no record yet iface=%s peer=%s retry_in=%.1fs",
@@ -820,32 +882,66 @@ class DeviceWorker:
     def _open_best(self, rt: PeerRuntime, values: list[str]) -> tuple[crypto.EndpointRecord, str]:
         """The newest candidate that opens, passes the guard and has an endpoint we can use.
 
-        A store may hold several (OpenDHT keeps every put for 10 minutes).
+        A store may hold several (OpenDHT keeps every put for 10 minutes). In-order records
+        (the guard's word) win; an out-of-order one (a peer back on stunmesh-go, or a
+        replay) is used only when none is in order, or when the in-order one names the
+        endpoint that has had its handshake grace and still no live tunnel.
         """
         assert self.info is not None
         errors: list[str] = []
-        best: tuple[crypto.EndpointRecord, str] | None = None
+        best: tuple[crypto.EndpointRecord, str, str] | None = None
+        fallback: tuple[crypto.EndpointRecord, str, str] | None = None
         # a family this host could not discover will not carry the tunnel either
         avoid = rt.avoided_families(self.loop.time()) | frozenset(self.discovery.errors)
+        held = self.info.peers.get(rt.cfg.public_key)
+        current = held.endpoint if held is not None and held.endpoint else ""
+        live = held is not None and handshake_recent(held) and not rt.traffic.stalled
         for value in values:
             try:
                 plaintext = crypto.open_sealed(value, self.info.private_key, rt.cfg.public_key)
                 record = crypto.EndpointRecord.from_json(plaintext)
-                rt.guard.check(value, record, own_endpoints=self.status.public_endpoints)
+                in_order = rt.guard.check(
+                    value,
+                    record,
+                    own_endpoints=self.status.public_endpoints,
+                    current=current,
+                    live=live,
+                )
                 endpoint = choose_endpoint(record, rt.cfg.protocol, avoid)
             except RecordError as exc:
                 errors.append(str(exc))
                 continue
-            if best is None or (record.ts or -1) > (best[0].ts or -1):
-                best = (record, endpoint)
+            except Exception as exc:  # a value that trips a bug must not hide the others
+                log.warning(
+                    "record value failed to open iface=%s peer=%s error=%r",
+                    self.cfg.name,
+                    rt.cfg.label,
+                    exc,
+                )
+                errors.append(f"internal error opening a value: {exc!r}")
+                continue
+            if not in_order:
+                fallback = fallback or (record, endpoint, value)  # values come newest first
+            elif best is None or (record.ts or -1) > (best[0].ts or -1):
+                best = (record, endpoint, value)
+        settled = rt.applied_at is None or self.loop.time() - rt.applied_at >= HANDSHAKE_GRACE
+        if fallback is not None and (
+            best is None or (not live and settled and best[1] == current and fallback[1] != current)
+        ):
+            best = fallback
         if best is None:
             error = "; ".join(dict.fromkeys(errors))
-            log.warning(
-                "record refused iface=%s peer=%s reason=%s", self.cfg.name, rt.cfg.label, error
+            _noise.warning(
+                log,
+                f"refused:{self.cfg.name}:{rt.cfg.label}:{error}",
+                "record refused iface=%s peer=%s reason=%s",
+                self.cfg.name,
+                rt.cfg.label,
+                error,
             )
             raise RecordError(f"record refused: {error}")
-        rt.guard.accept(best[0])
-        return best
+        rt.guard.accept(best[0], best[2])
+        return best[0], best[1]
 
     async def _apply(self, rt: PeerRuntime, endpoint: str, record: crypto.EndpointRecord) -> None:
         assert self.info is not None
@@ -956,7 +1052,18 @@ class DeviceWorker:
                         rt.status.last_error,
                     )
         busy = any(rt.traffic.busy for rt in self.peers.values())
-        self.next_poll = now + (POLL_FAST if awaiting else POLL_BUSY if busy else POLL_SLOW)
+        fast = awaiting or self._peers_expected(info)
+        self.next_poll = now + (POLL_FAST if fast else POLL_BUSY if busy else POLL_SLOW)
+
+    def _peers_expected(self, info: DeviceInfo) -> bool:
+        """Configured peers are missing from a device that appeared a moment ago.
+
+        Whoever makes an interface adds its peers right after creating it, and we may read it
+        in between; nothing signals the peers' arrival, so we look every second for a while.
+        """
+        if self.loop.time() - self.adopted_at >= PEER_WAIT:
+            return False
+        return any(key not in info.peers for key in (p.public_key for p in self.cfg.peers.values()))
 
     def _note_connection(self, rt: PeerRuntime, current: PeerInfo) -> None:
         fields: dict[str, Any] = {
@@ -1109,6 +1216,33 @@ def choose_endpoint(
     )
 
 
+def seal_within(
+    record: crypto.EndpointRecord, limit: int, own_private: bytes, peer_public: bytes
+) -> str:
+    """The sealed record, without ``ts`` when only that keeps it within ``limit`` characters.
+
+    A store whose readers cannot take longer values (a TXT string holds 255 characters, and
+    stunmesh-go's Cloudflare reader does not join split strings) says so with
+    ``max_value_length``. ``ts`` adds 38 characters; dropping it leaves exactly the record
+    stunmesh-go writes, so such a peer reads it. What still exceeds the limit is returned as
+    is: stunmesh-go's own record for those endpoints would be as long.
+    """
+    value = crypto.seal(record.to_json(), own_private, peer_public)
+    if len(value) > limit and record.ts is not None:
+        value = crypto.seal(record.to_json(with_ts=False), own_private, peer_public)
+    return value
+
+
+def store_timeout(store: Store, plugin: PluginConfig | None) -> float:
+    """The store's own time limit per operation (it knows its default), else the config's."""
+    own = getattr(store, "timeout", None)
+    if isinstance(own, int | float) and not isinstance(own, bool) and own > 0:
+        return float(own)
+    if plugin is not None and plugin.timeout is not None:
+        return plugin.timeout
+    return DEFAULT_STORE_TIMEOUT
+
+
 async def _candidates(store: Store, key: str) -> list[str]:
     """All values under ``key`` worth trying, best first (OpenDHT may hold several)."""
     get_all = getattr(store, "get_all", None)
@@ -1237,6 +1371,10 @@ class Engine:
         worker = self.workers.get(ifname)
         if worker is not None:
             log.info("link %s iface=%s", "appeared" if present else "vanished", ifname)
+            if present:
+                # the backoff grew while the link was gone, and the link shows before its
+                # control socket (wireguard-go): retry from the shortest delay again
+                worker.device_backoff.reset()
             worker.trigger_full()
 
     def on_network_change(self, reason: str) -> None:
@@ -1277,9 +1415,8 @@ class Engine:
 
     async def store_call(self, store: Store, op: Awaitable[T]) -> T:
         """Bound concurrency and time of one store operation, whatever the store does."""
-        plugin = self.config.plugins.get(store.name)
         limit = self._store_limits.get(store.name) or asyncio.Semaphore(STORE_CONCURRENCY)
-        timeout = (plugin.timeout if plugin else 10.0) + STORE_GRACE
+        timeout = store_timeout(store, self.config.plugins.get(store.name)) + STORE_GRACE
         async with limit:
             try:
                 return await asyncio.wait_for(op, timeout)

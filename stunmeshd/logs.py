@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -64,3 +65,41 @@ def set_level(level: str) -> None:
     # third-party chatter stays at warning unless we debug
     for noisy in ("asyncio", "aiohttp", "pyroute2"):
         logging.getLogger(noisy).setLevel(max(value, logging.WARNING))
+
+
+class Throttle:
+    """Say a recurring problem at most once per ``interval`` seconds per key.
+
+    A store fault repeats every cycle for every peer; one line a minute says it as well as a
+    thousand. ``suppressed`` counts the silenced repeats, reported with the next line.
+    """
+
+    def __init__(
+        self, interval: float = 60.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[str, tuple[float, int]] = {}  # key -> (said at, repeats since)
+
+    def ready(self, key: str) -> int | None:
+        """None to stay silent; else the number of repeats silenced since the last line."""
+        now = self.clock()
+        said, repeats = self._last.get(key, (float("-inf"), 0))
+        if now - said < self.interval:
+            self._last[key] = (said, repeats + 1)
+            return None
+        if len(self._last) > 1024:  # keys are store and endpoint names; bound them anyway
+            self._last.clear()
+        self._last[key] = (now, 0)
+        return repeats
+
+    def warning(self, logger: logging.Logger, key: str, msg: str, *args: object) -> bool:
+        """Log ``msg`` at warning level unless said for ``key`` within the interval."""
+        repeats = self.ready(key)
+        if repeats is None:
+            return False
+        if repeats:
+            msg += " (repeated %d times since the last warning)"
+            args = (*args, repeats)
+        logger.warning(msg, *args)
+        return True

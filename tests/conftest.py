@@ -6,12 +6,21 @@ prerequisite is a failure, so CI can never go green by skipping the real-part te
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.installed import Installed, fill_wheelhouse, install
 from tests.prereq import require, require_root
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A run killed earlier (a CI timeout, say) left its test accounts: remove them first."""
+    if os.geteuid() == 0:
+        from tests.bus.sysbus import TestAccounts
+
+        TestAccounts().reap_stale()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

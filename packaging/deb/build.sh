@@ -31,6 +31,8 @@ site=$(echo "$stage"/usr/lib/stunmeshd/lib/python3*/site-packages)
 # as dh_strip would: the wheels' extension modules carry symbols nothing at run time needs
 find "$stage" -name '*.so*' -type f -exec strip --strip-unneeded --remove-section=.comment \
     --remove-section=.note {} +
+# manual pages are compressed in a package (Debian policy 12.1)
+find "$stage/usr/share/man" -type f -name '*.[1-8]' -exec gzip -9n {} +
 # the runtime's interpreter link, relative within /usr (Debian policy 10.5)
 ln -sfn ../../../bin/python3 "$stage/usr/lib/stunmeshd/bin/python3"
 

@@ -108,7 +108,7 @@ def device_label(props: dict[str, object]) -> str:
 
 
 def peer_label(props: dict[str, object], now: float) -> str:
-    state = state_name(PeerState, props.get("State", 0)).replace("_", " ")
+    state = state_name(PeerState, props.get("State", 0)).replace("-", " ")
     parts = [str(props.get("Name") or "?"), state]
     parts.append(str(props.get("Endpoint") or "no endpoint"))
     handshake = ago(props.get("LatestHandshake", 0), now)

@@ -31,7 +31,13 @@ KEYS: tuple[Key, ...] = (
         "(OpenDHT: 240 s).",
         "reads a bare number (600) as nanoseconds; stunmeshd refuses one, with a hint.",
     ),
-    Key("log.level", "debug, info, warn (or warning), error", "info", "The log level."),
+    Key(
+        "log.level",
+        "debug, info, warn (or warning), error; or a zerolog number",
+        "info",
+        "The log level. zerolog's numbers (-1 trace and 0 debug to 5 panic) are read as "
+        "stunmesh-go reads them, with a warning naming the word to use.",
+    ),
     Key(
         "log.format",
         "console or json",
@@ -44,7 +50,8 @@ KEYS: tuple[Key, ...] = (
         "stun.l.google.com:19302",
         "STUN servers, tried in order; the NAT mapping test needs one that reports "
         "OTHER-ADDRESS (RFC 5780). Without the key the default is used, with a warning; an "
-        "explicitly empty list is an error.",
+        "explicitly empty list is an error. One string, or a comma-separated string, is read "
+        "as a list (as stunmesh-go does), with a warning.",
     ),
     Key(
         "stun.address",
@@ -113,6 +120,9 @@ KEYS: tuple[Key, ...] = (
         "",
         "The peer's WireGuard public key, as wg show prints it. Required. The peer must also "
         "be on the WireGuard interface (stunmeshd only sets its endpoint).",
+        "A peer with a missing or invalid key, an undefined plugin or the key of an earlier "
+        "peer is skipped (state disabled, with the reason; --check exits 1), as stunmesh-go "
+        "skips it; the other peers run.",
     ),
     Key(
         "interfaces.<ifname>.peers.<label>.plugin",
@@ -139,13 +149,15 @@ KEYS: tuple[Key, ...] = (
         "interfaces.<ifname>.peers.<label>.ping.enabled",
         "boolean",
         "false",
-        "Check the tunnel by ICMP echo to ping.target.",
+        "Check the tunnel by ICMP echo to ping.target. Without a target the peer is not "
+        "monitored (a warning), as in stunmesh-go.",
     ),
     Key(
         "interfaces.<ifname>.peers.<label>.ping.target",
-        "IP address",
+        "IP address or host name",
         "",
-        "An address inside the tunnel (names are not resolved).",
+        "An address inside the tunnel. A host name is resolved (IPv4, as stunmesh-go does) "
+        "off the event loop and looked up again every 5 minutes.",
     ),
     Key(
         "interfaces.<ifname>.peers.<label>.ping.interval",
@@ -180,14 +192,17 @@ KEYS: tuple[Key, ...] = (
         "boolean",
         "false",
         "Skip publishing an endpoint that has not changed since the last successful write "
-        "(saves API quota). Refused for OpenDHT, whose values expire.",
+        "(saves API quota). Ignored, with a warning, for OpenDHT, whose values expire.",
+        "Any string but true reads as false (yes too), as in stunmesh-go.",
     ),
     Key(
         "plugins.<name>.timeout",
         DURATION + " or seconds",
-        "10s",
-        "How long one store operation may take; a plugin program is killed after it.",
-        "stunmesh-go has no timeout.",
+        "120s for exec and shell, 15s for opendht, 10s for cloudflare",
+        "How long one store operation may take; a plugin program is killed after it. A call "
+        "over 10 s is logged as slow.",
+        "stunmesh-go has no limit for plugins (its contrib OpenDHT scripts fail over in 15 s "
+        "steps); its opendht and cloudflare stores wait 15 s and 10 s.",
     ),
     Key("plugins.<name>.zone", "DNS zone", "", "cloudflare: the zone, e.g. example.com."),
     Key(

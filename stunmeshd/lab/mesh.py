@@ -247,11 +247,14 @@ class MeshLab(Resource):
             await asyncio.sleep(interval)
         raise TimeoutError(f"no handshake within {timeout} s")
 
-    async def wait_log(self, node: Node, text: str, timeout: float = 20.0) -> dict[str, Any]:
-        """Wait for a JSON log line of ``node`` whose message contains ``text``."""
+    async def wait_log(
+        self, node: Node, text: str, timeout: float = 20.0, *, after: int = 0
+    ) -> dict[str, Any]:
+        """Wait for a JSON log line of ``node`` whose message contains ``text``; ``after``:
+        skip the first that many lines (``len(node.log_lines())`` before an event)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for entry in node.log_lines():
+            for entry in node.log_lines()[after:]:
                 if text in entry.get("msg", ""):
                     return entry
             await asyncio.sleep(0.05)

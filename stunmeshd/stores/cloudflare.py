@@ -4,9 +4,16 @@ Record ``<key>.<subdomain>.<zone>`` (or ``<key>.<zone>``) holds the raw hex valu
 (stunmesh-go's internal/plugin/builtin/cloudflare/cloudflare.go). The API quota is 1,200
 requests per 5 minutes per token, so this store is frugal:
 
-- the zone id is looked up once; record ids learned from lookups and writes are cached, so a
-  set costs one PATCH once the id is known and a get costs one list request — at most two
-  requests per peer per cycle;
+- the zone id is looked up once; reads are served from one listing of the zone's TXT records
+  (5,000 a page), fetched at most every ``list_ttl`` (10 s) and shared by every peer, so a
+  cycle's thousand reads cost one request; record ids come from that listing and from writes,
+  so a set costs one PATCH (or one POST for a new record);
+- writes go through a queue drained in the background, newest value per record: a write
+  waits for a budget slot as long as it takes, leaving ``write_keep`` (100) slots of every
+  window to reads, instead of failing. ``set`` returns once its value is written, or after
+  ``timeout`` with the value still queued (written when the quota allows; a newer value for
+  the same record replaces it). So 1,000 peers' publishes spread over the quota window
+  without a failed request; a write error (other than the quota) surfaces on the next set;
 - a set whose value equals what the record already holds costs nothing (stunmesh-go skips it
   too); with ``dedup`` the registry wraps this store in ``DedupStore``, so an unchanged
   endpoint spends no write at all;
@@ -15,6 +22,12 @@ requests per 5 minutes per token, so this store is frugal:
   number of times (never a POST, which could create a duplicate record). A request waits at
   most ``timeout`` for a budget slot, then fails fast without spending one, because the
   engine abandons an operation after about that long anyway.
+
+A TXT character-string holds 255 characters. The API stores longer content as several quoted
+strings and returns it that way, and stunmesh-go's reader hex-decodes ``content`` without
+joining them, so ``max_value_length`` tells the engine to keep values within 255 (it drops the
+record's ``ts`` when that is what makes it longer: see ``engine.seal_within``). Reading, this
+store joins split strings (``unquote_txt``), so longer values written by others still read.
 
 The token never appears in logs, reprs or exceptions.
 """
@@ -28,7 +41,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -36,6 +49,7 @@ import aiohttp
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.logs import Throttle
 from stunmeshd.stores.http import read_bounded, transport_reason
 from stunmeshd.stores.ratelimit import BudgetExhausted, RequestBudget, shared_budget
 
@@ -45,12 +59,15 @@ API_BASE = "https://api.cloudflare.com/client/v4"
 QUOTA_REQUESTS = 1200  # per token ...
 QUOTA_WINDOW = 300.0  # ... per 5 minutes
 TXT_CONTENT_MAX = 2048  # Cloudflare's limit on a TXT record's content
+TXT_STRING_MAX = 255  # one character-string of a TXT record (RFC 1035)
 KEY_RE = re.compile(r"^[0-9a-f]{40}$")
 VALUE_RE = re.compile(r"^[0-9a-f]+$")
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 RECORD_NOT_FOUND = 81044  # PATCH of a record someone deleted
 OPTIONS = frozenset({"zone", "token", "subdomain", "api_base"})
 MAX_BODY = 8 << 20
+_noise = Throttle(60.0)
+DEFAULT_TIMEOUT = 10.0  # s per request, stunmesh-go's HTTP client timeout
 
 
 class CloudflareAPIError(StoreError):
@@ -140,6 +157,10 @@ def _check_hostname(cfg: PluginConfig, key: str, value: str) -> str:
 class CloudflareStore:
     """DNS TXT records in one Cloudflare zone; see the module docstring for the request rules."""
 
+    # A TXT character-string holds 255 bytes; longer content comes back split into quoted
+    # strings, which stunmesh-go's reader does not join. The engine keeps values within this.
+    max_value_length = TXT_STRING_MAX
+
     max_concurrency = 32  # requests in flight per store
     max_attempts = 3  # per request, for 5xx and transport errors
     max_rate_limited = 2  # 429 answers tolerated per request
@@ -147,6 +168,11 @@ class CloudflareStore:
     max_retry_after = QUOTA_WINDOW  # never pause longer than a whole quota window for one 429
     default_retry_after = 60.0  # a 429 without a usable Retry-After
     verify_after = 3600.0  # re-read a record we believe current at least this often
+    list_ttl = 10.0  # s a zone listing serves reads: one request for every peer's read
+    list_page = 5000  # records per listing page (the API's maximum for DNS records)
+    max_list_pages = 20  # 100,000 TXT records; beyond that the zone is not a mesh's
+    write_keep = 100  # budget slots per window that queued writes leave to reads
+    requeue_after = 5.0  # s before a failed queued write is tried again (doubling to 5 min)
 
     def __init__(
         self,
@@ -156,8 +182,9 @@ class CloudflareStore:
         token: str,
         subdomain: str = "",
         api_base: str = API_BASE,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_TIMEOUT,
         dedup: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.zone = zone
@@ -167,6 +194,7 @@ class CloudflareStore:
         # Wait at most this long for a budget slot, else fail fast (booking nothing): the
         # engine abandons an operation after about ``timeout`` anyway.
         self.max_budget_wait = timeout
+        self.write_patience = timeout  # a set waits this long for its write, then leaves it queued
         self.dedup = dedup  # informational: the registry wraps DedupStore for dedup: true
         self._token = _Secret(token)
         self._budget = shared_budget(
@@ -179,6 +207,19 @@ class CloudflareStore:
         # fqdn -> (record id, content, monotonic time we learned it)
         self._records: dict[str, tuple[str, str, float]] = {}
         self._key_locks: dict[str, asyncio.Lock] = {}
+        self.clock = clock  # for the listing's age and the id cache; a test's virtual clock
+        self._listing: dict[str, tuple[str, str]] = {}  # fqdn -> (id, content)
+        self._listed_at = float("-inf")
+        self._listing_task: asyncio.Future[dict[str, tuple[str, str]]] | None = None
+        self._pending: dict[str, str] = {}  # fqdn -> newest value waiting to be written
+        self._waiters: dict[str, list[asyncio.Future[StoreError | None]]] = {}
+        self._write_errors: dict[str, StoreError] = {}  # fqdn -> last failed write
+        self._intended: dict[str, str] = {}  # fqdn -> the newest value set for it
+        self._retry_delay: dict[str, float] = {}  # fqdn -> backoff of a failed queued write
+        self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._writing = False
 
     @classmethod
     def from_config(cls, cfg: PluginConfig) -> Self:
@@ -199,7 +240,8 @@ class CloudflareStore:
             raise ConfigError(
                 "must be an http:// or https:// URL", key=f"plugins.{cfg.name}.api_base"
             )
-        if not cfg.timeout > 0:
+        timeout = DEFAULT_TIMEOUT if cfg.timeout is None else cfg.timeout
+        if not timeout > 0:
             raise ConfigError("must be more than 0", key=f"plugins.{cfg.name}.timeout")
         for unknown in sorted(set(cfg.options) - OPTIONS):
             log.warning("unknown option ignored plugin=%s key=%s", cfg.name, unknown)
@@ -209,7 +251,7 @@ class CloudflareStore:
             token=token,
             subdomain=subdomain,
             api_base=api_base,
-            timeout=float(cfg.timeout),
+            timeout=float(timeout),
             dedup=cfg.dedup,
         )
 
@@ -233,15 +275,22 @@ class CloudflareStore:
     # -- the Store protocol ---------------------------------------------------------------
 
     async def get(self, key: str) -> str | None:
-        """The TXT content under ``key`` (quotes stripped, strings joined), or None."""
+        """The TXT content under ``key`` (quotes stripped, strings joined), or None.
+
+        From the zone listing, at most ``list_ttl`` old (one request serves every peer).
+        """
         fqdn = self.record_name(_check_key(key))
-        found = await self._lookup(fqdn)
+        found = (await self._zone_listing()).get(fqdn)
         if found is None:
             return None
         return found[1] or None
 
     async def set(self, key: str, value: str) -> None:
-        """Write ``value`` under ``key``: PATCH when the record id is known, else look up first."""
+        """Queue ``value`` for ``key``; return once written, or after ``timeout`` still queued.
+
+        Raises StoreError for a bad value, when this write failed, or when the previous write
+        of this record failed (it is retried with this value).
+        """
         fqdn = self.record_name(_check_key(key))
         if not isinstance(value, str) or not VALUE_RE.match(value):
             raise StoreError("cloudflare: the value must be lower-case hex")
@@ -250,35 +299,152 @@ class CloudflareStore:
                 f"cloudflare: value of {len(value)} chars exceeds the TXT limit of "
                 f"{TXT_CONTENT_MAX}"
             )
-        lock = self._key_locks.setdefault(fqdn, asyncio.Lock())
-        async with lock:
-            known = self._records.get(fqdn)
-            if known is not None and time.monotonic() - known[2] > self.verify_after:
-                known = None  # someone may have deleted or changed it: look again
-            if known is None:
-                found = await self._lookup(fqdn)
+        earlier = self._write_errors.pop(fqdn, None)
+        waiter: asyncio.Future[StoreError | None] = asyncio.get_running_loop().create_future()
+        for superseded in self._waiters.pop(fqdn, []):
+            if not superseded.done():
+                superseded.set_result(None)  # the newer value covers it
+        self._intended[fqdn] = value
+        self._pending.pop(fqdn, None)
+        self._pending[fqdn] = value  # to the back: first come, first written
+        self._waiters[fqdn] = [waiter]
+        self._start_writer()
+        if earlier is not None:
+            raise StoreError(f"{earlier} (retrying with the new value)")
+        try:
+            async with asyncio.timeout(self.write_patience):
+                failure = await asyncio.shield(waiter)
+        except TimeoutError:
+            # nobody waits for it now: a failure is retried by the writer and told to the
+            # next set of this record
+            with contextlib.suppress(ValueError):
+                self._waiters.get(fqdn, []).remove(waiter)
+            waiter.cancel()
+            log.debug("cloudflare write queued name=%s queued=%d", fqdn, len(self._pending))
+            return
+        if failure is not None:
+            raise failure
+
+    async def flush(self) -> None:
+        """Wait until every queued write is done (written or failed)."""
+        while self._pending or self._writing:
+            assert self._idle is not None
+            await self._idle.wait()
+
+    @property
+    def queued(self) -> int:
+        """Writes waiting for a budget slot."""
+        return len(self._pending)
+
+    def _start_writer(self) -> None:
+        if self._wakeup is None or self._idle is None:
+            self._wakeup, self._idle = asyncio.Event(), asyncio.Event()
+        self._idle.clear()
+        self._wakeup.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name=f"cloudflare-{self.name}")
+
+    async def _drain(self) -> None:
+        """Write queued values one by one at the budget's pace, newest value per record."""
+        assert self._wakeup is not None and self._idle is not None
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            fqdn = next(iter(self._pending))
+            value = self._pending.pop(fqdn)
+            waiters = [w for w in self._waiters.pop(fqdn, []) if not w.done()]
+            self._writing = True
+            failure: StoreError | None = None
+            try:
+                await self._write(fqdn, value)
+            except CloudflareAPIError as exc:
+                if exc.status == 429 and fqdn not in self._pending:
+                    self._pending[fqdn] = value  # the quota, not the write: try again later
+                    self._waiters.setdefault(fqdn, []).extend(waiters)
+                    waiters = []
+                else:
+                    failure = exc
+            except StoreError as exc:
+                failure = exc
+            except Exception as exc:  # a bug must not stop every later write
+                log.exception("cloudflare write crashed name=%s", fqdn)
+                failure = StoreError(f"cloudflare: internal error: {exc}")
+            finally:
+                self._writing = False
+            waiters = [w for w in waiters if not w.done()]  # a set may have left meanwhile
+            if failure is None:
+                self._retry_delay.pop(fqdn, None)
             else:
-                found = known[:2]
-            if found is not None and found[1] == value:
-                log.debug("cloudflare set skipped, unchanged name=%s", fqdn)
+                _noise.warning(log, f"write:{self.name}", "cloudflare write failed: %s", failure)
+                if not waiters:  # the set that queued it has returned: retry, tell the next
+                    self._write_errors[fqdn] = failure
+                    self._retry_later(fqdn, value)
+            for waiter in waiters:
+                waiter.set_result(failure)
+
+    def _retry_later(self, fqdn: str, value: str) -> None:
+        """Queue a failed write again after a backoff (5 s doubling to 5 min), unless a newer
+        value came meanwhile: a set that returned with its value queued relies on it (dedup
+        will not publish an unchanged endpoint again)."""
+        delay = min(QUOTA_WINDOW, self._retry_delay.get(fqdn, self.requeue_after / 2) * 2)
+        self._retry_delay[fqdn] = delay
+
+        def requeue() -> None:
+            if self._writer is None or self._intended.get(fqdn) != value:
+                return  # closed, or superseded
+            if fqdn not in self._pending:
+                self._pending[fqdn] = value
+                self._start_writer()
+
+        asyncio.get_running_loop().call_later(delay, requeue)
+
+    async def _write(self, fqdn: str, value: str) -> None:
+        """PATCH when the record id is known (cache or listing), else look up, else POST."""
+        known = self._records.get(fqdn)
+        if known is not None and self.clock() - known[2] > self.verify_after:
+            known = None  # someone may have deleted or changed it: look again
+        if known is None:
+            found = (await self._zone_listing(writer=True)).get(fqdn)
+        else:
+            found = known[:2]
+        if found is not None and found[1] == value:
+            log.debug("cloudflare set skipped, unchanged name=%s", fqdn)
+            return
+        if found is not None:
+            try:
+                await self._patch(fqdn, found[0], value)
                 return
-            if found is not None:
-                try:
+            except CloudflareAPIError as exc:
+                if RECORD_NOT_FOUND not in exc.codes and exc.status != 404:
+                    raise
+                self._records.pop(fqdn, None)
+                log.info("cloudflare record vanished, looking again name=%s", fqdn)
+                found = await self._lookup(fqdn)
+                if found is not None:
                     await self._patch(fqdn, found[0], value)
                     return
-                except CloudflareAPIError as exc:
-                    if RECORD_NOT_FOUND not in exc.codes and exc.status != 404:
-                        raise
-                    self._records.pop(fqdn, None)
-                    log.info("cloudflare record vanished, looking again name=%s", fqdn)
-                    found = await self._lookup(fqdn)
-                    if found is not None:
-                        await self._patch(fqdn, found[0], value)
-                        return
-            await self._create(fqdn, value)
+        await self._create(fqdn, value)
 
     async def close(self) -> None:
-        """Close the HTTP session (a later call opens a new one)."""
+        """Close the HTTP session (a later call opens a new one); queued writes are dropped."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        listing, self._listing_task = self._listing_task, None
+        if listing is not None:
+            listing.cancel()
+            await asyncio.gather(listing, return_exceptions=True)
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(StoreError("cloudflare: the store was closed"))
+        self._waiters.clear()
+        self._pending.clear()
+        self._wakeup = self._idle = None
         session, self._session = self._session, None
         self._slots = None
         self._zone_lock = None
@@ -308,11 +474,50 @@ class CloudflareStore:
                 self._zone_id = zone_id
             return self._zone_id
 
+    async def _zone_listing(self, *, writer: bool = False) -> dict[str, tuple[str, str]]:
+        """fqdn -> (id, content) of every TXT record under our names, at most list_ttl old."""
+        if self.clock() - self._listed_at < self.list_ttl:
+            return self._listing
+        task = self._listing_task
+        if task is None or task.done():
+            task = self._listing_task = asyncio.ensure_future(self._list_all(writer=writer))
+        return await asyncio.shield(task)
+
+    async def _list_all(self, *, writer: bool) -> dict[str, tuple[str, str]]:
+        zone_id = await self._zone()
+        suffix = f".{self.subdomain}.{self.zone}" if self.subdomain else f".{self.zone}"
+        found: dict[str, tuple[str, str]] = {}
+        for page in range(1, self.max_list_pages + 1):
+            data = await self._call(
+                "GET",
+                f"/zones/{zone_id}/dns_records",
+                params={"type": "TXT", "per_page": str(self.list_page), "page": str(page)},
+                keep=self.write_keep if writer else 0,
+            )
+            result = data.get("result")
+            for record in result if isinstance(result, list) else []:
+                name = record.get("name") if isinstance(record, Mapping) else None
+                if isinstance(name, str) and name.lower().endswith(suffix):
+                    remembered = self._remember(name.lower(), record)
+                    if remembered is not None:
+                        found.setdefault(name.lower(), remembered)
+            info = data.get("result_info")
+            pages = info.get("total_pages") if isinstance(info, Mapping) else None
+            if not isinstance(pages, int) or page >= pages or not result:
+                break
+        else:
+            log.warning("cloudflare zone has over %d TXT records; read the first", len(found))
+        self._listing, self._listed_at = found, self.clock()
+        return found
+
     async def _lookup(self, fqdn: str) -> tuple[str, str] | None:
         """(record id, content) of the TXT record named ``fqdn``, or None; caches the id."""
         zone_id = await self._zone()
         data = await self._call(
-            "GET", f"/zones/{zone_id}/dns_records", params={"type": "TXT", "name": fqdn}
+            "GET",
+            f"/zones/{zone_id}/dns_records",
+            params={"type": "TXT", "name": fqdn},
+            keep=self.write_keep,
         )
         result = data.get("result")
         if not isinstance(result, list) or not result:
@@ -325,15 +530,20 @@ class CloudflareStore:
     async def _patch(self, fqdn: str, record_id: str, value: str) -> None:
         zone_id = await self._zone()
         data = await self._call(
-            "PATCH", f"/zones/{zone_id}/dns_records/{record_id}", body={"content": value}
+            "PATCH",
+            f"/zones/{zone_id}/dns_records/{record_id}",
+            body={"content": value},
+            keep=self.write_keep,
         )
         if self._remember(fqdn, data.get("result"), fallback_id=record_id) is None:
-            self._records[fqdn] = (record_id, value, time.monotonic())
+            self._records[fqdn] = (record_id, value, self.clock())
 
     async def _create(self, fqdn: str, value: str) -> None:
         zone_id = await self._zone()
         body = {"type": "TXT", "name": fqdn, "content": value, "comment": "Stunmesh"}
-        data = await self._call("POST", f"/zones/{zone_id}/dns_records", body=body)
+        data = await self._call(
+            "POST", f"/zones/{zone_id}/dns_records", body=body, keep=self.write_keep
+        )
         if self._remember(fqdn, data.get("result")) is None:
             self._records.pop(fqdn, None)  # created, but the id is unknown: look up next time
 
@@ -347,7 +557,7 @@ class CloudflareStore:
         if not isinstance(record_id, str) or not isinstance(content, str):
             return None
         content = unquote_txt(content)
-        self._records[fqdn] = (record_id, content, time.monotonic())
+        self._records[fqdn] = (record_id, content, self.clock())
         return record_id, content
 
     # -- transport --------------------------------------------------------------------------
@@ -369,8 +579,13 @@ class CloudflareStore:
         *,
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
+        keep: int = 0,
     ) -> dict[str, Any]:
-        """One API call under the budget, with bounded retries; returns the JSON envelope."""
+        """One API call under the budget, with bounded retries; returns the JSON envelope.
+
+        ``keep``: a queued write's call, which waits as long as the budget needs, leaving
+        that many slots of each window to others; other calls wait at most ``timeout``.
+        """
         session, slots = self._session_for_loop()
         retryable = method != "POST"  # a repeated POST may create a second record
         what = f"{method} {path}"
@@ -378,7 +593,10 @@ class CloudflareStore:
         async with slots:
             while True:
                 try:
-                    await self._budget.acquire(max_wait=self.max_budget_wait)
+                    if keep:
+                        await self._budget.acquire(keep=keep)
+                    else:
+                        await self._budget.acquire(max_wait=self.max_budget_wait)
                 except BudgetExhausted as exc:
                     raise StoreError(f"cloudflare: {what}: {exc}") from None
                 try:

@@ -8,8 +8,14 @@ only a transport error or HTTP >= 400 moves on (an empty answer is an answer).
 
 A DHT key holds a *set* of values that anyone may add to and nobody can delete; values expire
 after 10 minutes. So the reader keeps only envelopes with our magic and a sane ``ts``, newest
-first; a ``ts`` more than ``max_future_skew`` (5 min) ahead of our clock is ignored, or a forged
-value dated next year would outrank every honest one until it expired. Since the store cannot
+first. A ``ts`` more than ``max_future_skew`` (2 h) ahead of our clock is ignored, or a forged
+value dated next year would outrank every honest one until it expired; 2 h keeps a peer
+whose clock runs fast (an hour off by a time-zone or DST slip, plus margin) visible. Within
+the bound the newest-value choice stays right: one peer's values all carry its own clock, so
+their order holds, and the engine takes the newest candidate that *opens* (a forgery dated
+ahead does not), ordered by the sealed record's own ``ts`` where it has one. A peer whose
+fast clock is corrected has its older, ahead-dated values outrank its new ones until they
+expire (10 minutes at most). Since the store cannot
 open sealed records, ``get_all`` hands the engine every candidate, newest first, to try in
 order; ``get`` is the newest acceptable one, as stunmesh-go returns. Records must be refreshed
 well inside the expiry: ``republish_interval`` tells the engine how often, and ``dedup`` is
@@ -20,7 +26,19 @@ refused (a skipped refresh would let the record expire).
 it arrives (``"expired":true`` marks a value leaving). That is the route every dhtnode with the
 ``/key/`` routes serves; the older ``LISTEN /<hash>`` method needs OpenDHT's forked HTTP parser
 (Debian's 2.4.12 drops the connection without an answer). The proxy sends nothing while idle,
-so there is no read timeout: TCP keep-alive notices a vanished proxy instead.
+so silence alone proves nothing: TCP keep-alive notices a vanished proxy, and a proxy that
+hangs with the connection open (its kernel still answers keep-alives) is found by a probe:
+after ``watch_idle_check`` (30 s) of silence a watch asks whether the endpoint answered
+anything lately, else sends one ``GET /`` shared by every watch on it. No answer within
+``timeout`` ends the watch with a StoreError, and the engine re-opens it (after 1 s, trying
+the endpoints in order). So a hung proxy is detected within 30 s + ``timeout`` (45 s with the
+default 15 s) and the watch re-opened on a working endpoint within another 2 x ``timeout``
++ 1 s (the hung endpoint's open times out; the next stream's snapshot read is bounded too).
+
+Anyone may put values under a peer's key, and each new acceptable value is a reason to
+re-read; a watch wakes its caller at most once per ``min_wake_interval`` (1 s), folding what
+arrives meanwhile into that one wake, so a flood of puts costs at most one read per second
+per peer.
 """
 
 from __future__ import annotations
@@ -41,11 +59,14 @@ import aiohttp
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.logs import Throttle
 from stunmeshd.stores.http import read_bounded, transport_reason
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAGIC = "stunmesh-v1"
+DEFAULT_TIMEOUT = 15.0  # s per request, stunmesh-go's default
+MAX_FUTURE_SKEW = 7200.0  # s a value's ts may lie ahead of our clock (see the module doc)
 KEY_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 HEX_RE = re.compile(r"^[0-9a-fA-F]+$")
 DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -64,6 +85,7 @@ MAX_BODY = 4 << 20  # anyone can add values under a key; do not read without bou
 SUGGESTED_PROXY = "https://dhtproxy.jami.net"
 MAX_LINE = 256 << 10  # a watched value's line; a DHT value is at most 64 KiB (base64: ~88 KiB)
 MAX_SEEN = 4096  # values a watch remembers; forgetting one only costs a spurious wake-up
+_noise = Throttle(60.0)  # a broken proxy is said once a minute, not once per peer and cycle
 KEEPALIVE = (60, 15, 4)  # TCP keep-alive idle, interval, probes: a dead proxy shows in ~2 min
 
 
@@ -135,6 +157,27 @@ def _decode_line(
     return ts, data
 
 
+def holds_dht_values(body: bytes) -> bool:
+    """True for an empty answer or one with at least one DHT value line (JSON with ``data``).
+
+    Foreign values (anyone may put under a key) are DHT values too; an HTML error page, a
+    captive portal or random bytes answered with 200 are not, and must not read as "no
+    record yet".
+    """
+    if not body.strip():
+        return True
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, dict) and isinstance(value.get("data"), str):
+            return True
+    return False
+
+
 def parse_duration(value: Any, *, key: str) -> float:
     """Seconds from a Go duration string (``"20s"``, ``"1m30s"``) or a number of seconds."""
     if isinstance(value, bool):
@@ -204,8 +247,10 @@ class OpenDHTStore:
     max_concurrency = 32  # requests in flight per store
     dedup_safe = False  # the registry's marker: values expire, never skip a refresh
     republish_interval = 240.0  # seconds; values expire after 600 s
-    max_future_skew = 300.0  # seconds a value's ts may lie ahead of our clock
+    max_future_skew = MAX_FUTURE_SKEW  # seconds a value's ts may lie ahead of our clock
     supports_watch = True  # the engine probes this: ``watch`` pushes changes (see its doc)
+    min_wake_interval = 1.0  # s: a watch wakes its caller (a re-read) at most this often
+    watch_idle_check = 30.0  # s of silence on a stream before its proxy is probed
 
     def __init__(
         self,
@@ -213,7 +258,7 @@ class OpenDHTStore:
         *,
         endpoints: Sequence[str],
         magic: str = DEFAULT_MAGIC,
-        timeout: float = 15.0,
+        timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not endpoints:
@@ -228,6 +273,8 @@ class OpenDHTStore:
         self._slots: asyncio.Semaphore | None = None
         self._watch_session: aiohttp.ClientSession | None = None
         self._watching: set[aiohttp.ClientResponse] = set()  # open streams, for close()
+        self._alive: dict[str, float] = {}  # endpoint -> loop time it last answered
+        self._probes: dict[str, asyncio.Future[bool]] = {}  # shared liveness probes
 
     @classmethod
     def from_config(cls, cfg: PluginConfig) -> Self:
@@ -241,6 +288,8 @@ class OpenDHTStore:
             raise ConfigError("must be a printable string", key=f"{prefix}.magic")
         if "timeout" in cfg.options:
             timeout = parse_duration(cfg.options["timeout"], key=f"{prefix}.timeout")
+        elif cfg.timeout is None:
+            timeout = DEFAULT_TIMEOUT  # stunmesh-go's: a DHT get may wait out slow nodes
         else:
             timeout = float(cfg.timeout)
             if not timeout > 0:
@@ -296,16 +345,37 @@ class OpenDHTStore:
         lines = _LineReader(resp, MAX_LINE)
         self._watching.add(resp)
         try:
+            loop = asyncio.get_running_loop()
+            last_wake = loop.time()
             yield
             while True:
                 try:
-                    batch = await lines.next_batch()
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    async with asyncio.timeout(self.watch_idle_check):
+                        batch = await lines.next_batch()
+                except TimeoutError:
+                    # silence is normal, but a proxy that hangs with the stream open is silent
+                    # too, and TCP keep-alive cannot tell: ask it (one probe for all watches)
+                    if await self._responsive(endpoint):
+                        continue
+                    _noise.warning(
+                        log, f"hung:{endpoint}", "opendht proxy hung endpoint=%s", endpoint
+                    )
+                    raise StoreError(
+                        f"opendht: watch {key} at {endpoint}: the proxy stopped answering"
+                    ) from None
+                except (aiohttp.ClientError, OSError) as exc:
                     reason = transport_reason(exc)
-                    log.warning("opendht watch broke endpoint=%s reason=%s", endpoint, reason)
+                    _noise.warning(
+                        log,
+                        f"broke:{endpoint}",
+                        "opendht watch broke endpoint=%s reason=%s",
+                        endpoint,
+                        reason,
+                    )
                     raise StoreError(f"opendht: watch {key} at {endpoint}: {reason}") from None
                 if batch is None:
                     raise StoreError(f"opendht: watch {key} at {endpoint}: the proxy ended it")
+                self._alive[endpoint] = loop.time()
                 now = self.clock()
                 fresh = False
                 for line in batch:
@@ -323,10 +393,41 @@ class OpenDHTStore:
                         del seen[next(iter(seen))]
                     fresh = True
                 if fresh:
+                    # anyone can put values under the key: wake the caller (a re-read) at
+                    # most once per min_wake_interval; what arrives meanwhile joins this wake
+                    pause = last_wake + self.min_wake_interval - loop.time()
+                    if pause > 0:
+                        await asyncio.sleep(pause)
+                    last_wake = loop.time()
                     yield
         finally:
             self._watching.discard(resp)
             resp.close()
+
+    async def _responsive(self, endpoint: str) -> bool:
+        """Whether ``endpoint`` answered anything lately, else a cheap ``GET /`` (node info).
+
+        Shared: concurrent callers (a thousand idle watches) await one probe, and any answer
+        within ``watch_idle_check`` counts, so an idle healthy proxy costs one request per
+        interval, not one per watch.
+        """
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._alive.get(endpoint, float("-inf")) < self.watch_idle_check:
+            return True
+        probe = self._probes.get(endpoint)
+        if probe is None or probe.done():
+            probe = self._probes[endpoint] = asyncio.ensure_future(self._probe(endpoint))
+        return await asyncio.shield(probe)
+
+    async def _probe(self, endpoint: str) -> bool:
+        session, _ = self._session_for_loop()
+        try:
+            async with asyncio.timeout(self.timeout), session.get(f"{endpoint}/") as resp:
+                await read_bounded(resp, 4096)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+        self._alive[endpoint] = asyncio.get_running_loop().time()
+        return True
 
     async def _open_watch(
         self, session: aiohttp.ClientSession, key: str
@@ -396,6 +497,9 @@ class OpenDHTStore:
         session, self._session = self._session, None
         watch_session, self._watch_session = self._watch_session, None
         self._slots = None
+        for probe in self._probes.values():
+            probe.cancel()
+        self._probes.clear()
         # closing a session does not wake a reader parked on a stream (aiohttp drops the
         # payload before the connection is lost), so end each open watch's read explicitly
         for resp in self._watching:
@@ -444,16 +548,45 @@ class OpenDHTStore:
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     reason = transport_reason(exc)
                     failures.append(f"{endpoint}: {reason}")
-                    log.warning("opendht endpoint failed endpoint=%s reason=%s", endpoint, reason)
+                    _noise.warning(
+                        log,
+                        f"fail:{endpoint}",
+                        "opendht endpoint failed endpoint=%s reason=%s",
+                        endpoint,
+                        reason,
+                    )
                     continue
                 if status >= 400:
                     detail = raw[:200].decode("utf-8", "replace").strip()
                     failures.append(f"{endpoint}: HTTP {status} {detail}".rstrip())
-                    log.warning("opendht endpoint failed endpoint=%s status=%d", endpoint, status)
+                    _noise.warning(
+                        log,
+                        f"fail:{endpoint}",
+                        "opendht endpoint failed endpoint=%s status=%d",
+                        endpoint,
+                        status,
+                    )
                     continue
                 if len(raw) > MAX_BODY:
                     log.warning("opendht answer truncated endpoint=%s bytes=%d", endpoint, MAX_BODY)
                     raw = raw[: raw.rfind(b"\n", 0, MAX_BODY) + 1]
+                self._alive[endpoint] = asyncio.get_running_loop().time()
+                if method == "GET" and not holds_dht_values(raw):
+                    # not "no record yet": something that is no DHT proxy answered
+                    snippet = raw[:60].decode("utf-8", "replace")
+                    snippet = "".join(c if c.isprintable() else "?" for c in snippet)
+                    failures.append(f"{endpoint}: HTTP {status} but not DHT values: {snippet!r}")
+                    _noise.warning(
+                        log,
+                        f"garbage:{endpoint}",
+                        "opendht endpoint answered with data that is not DHT values "
+                        "endpoint=%s status=%d bytes=%d start=%r",
+                        endpoint,
+                        status,
+                        len(raw),
+                        snippet,
+                    )
+                    continue
                 return raw
         raise StoreError(f"opendht: {method} {key}: every endpoint failed: " + "; ".join(failures))
 

@@ -3,6 +3,12 @@
 stunmesh-go runs the plugin with no timeout and unbounded output; a stuck or chatty plugin
 would stall the daemon. Here every run is bounded in time and size, the plugin runs in its own
 session so a timeout kills it *and* anything it started, and the process is always reaped.
+
+The default limit (``DEFAULT_TIMEOUT``, 120 s) is long enough never to cut a working
+stunmesh-go plugin short: its contrib OpenDHT scripts wait 15 s per proxy before failing over,
+so 120 s covers a fail-over across eight proxies. A call still running after ``SLOW_CALL``
+seconds is logged as slow (at most once a minute per plugin), so a plugin that is merely slow
+is visible long before it is killed. ``timeout`` in the plugin's config sets another limit.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Self
 
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
+from stunmeshd.logs import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +33,9 @@ MAX_STDOUT = 64 * 1024  # a record is a few hundred bytes; anything near this is
 MAX_STDERR = 4 * 1024  # kept (the tail) for error messages
 PIPE_GRACE = 1.0  # s a plugin's leftover children may hold its output open after it exits
 _MESSAGE_LEN = 400  # longest plugin text put into an error message
+DEFAULT_TIMEOUT = 120.0  # s: contrib scripts fail over in 15 s steps; see the module doc
+SLOW_CALL = 10.0  # s: a call running longer is reported as slow
+_slow = Throttle(60.0)
 
 _KEY_RE = re.compile(r"[0-9a-f]{40}")
 _VALUE_RE = re.compile(r"(?:[0-9a-f]{2})+")
@@ -205,7 +215,7 @@ class ProgramStore:
 
     kind = "program"  # "exec" / "shell": used in messages
 
-    def __init__(self, name: str, argv: Sequence[str], *, timeout: float = 10.0) -> None:
+    def __init__(self, name: str, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.name = name
         self.argv = tuple(argv)
         self.timeout = timeout
@@ -223,7 +233,7 @@ class ProgramStore:
         args = cfg.args
         if isinstance(args, str) or not all(isinstance(a, str) and "\0" not in a for a in args):
             raise ConfigError("args must be a list of strings", key=f"{where}.args")
-        timeout = cfg.timeout
+        timeout = DEFAULT_TIMEOUT if cfg.timeout is None else cfg.timeout
         if (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
@@ -236,10 +246,35 @@ class ProgramStore:
         return cls(cfg.name, (cfg.command, *args), timeout=float(timeout))
 
     async def _run(self, op: str, stdin: bytes) -> ProcessResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        slow = (
+            loop.call_later(SLOW_CALL, self._still_running, op)
+            if self.timeout > SLOW_CALL
+            else None
+        )
         try:
             return await run_plugin(self.argv, stdin, timeout=self.timeout)
         except StoreError as exc:
             raise self._error(op, str(exc)) from None
+        finally:
+            if slow is not None:
+                slow.cancel()
+            took = loop.time() - started
+            if took > SLOW_CALL:
+                log.info("%s plugin %s: %s took %.1f s", self.kind, self.name, op, took)
+
+    def _still_running(self, op: str) -> None:
+        _slow.warning(
+            log,
+            f"slow:{self.name}",
+            "%s plugin %s is slow: %s still running after %.0f s (killed after %g s)",
+            self.kind,
+            self.name,
+            op,
+            SLOW_CALL,
+            self.timeout,
+        )
 
     def _error(self, op: str, detail: str) -> StoreError:
         return StoreError(f"{self.kind} plugin {self.name!r}: {op} failed: {detail}")

@@ -59,22 +59,16 @@ class RequestBudget:
     def __repr__(self) -> str:
         return f"<RequestBudget {self.limit}/{self.window:g}s used={self.used()}>"
 
-    def reserve(self, max_wait: float | None = None) -> float:
+    def reserve(self, max_wait: float | None = None, *, keep: int = 0) -> float:
         """Book the earliest start time the window allows and return it (clock time).
 
-        Raises BudgetExhausted, booking nothing, when that time is more than ``max_wait``
-        seconds away.
+        ``keep`` slots of every window are left to other callers (background work keeps
+        room for urgent requests). Raises BudgetExhausted, booking nothing, when that time is
+        more than ``max_wait`` seconds away.
         """
         with self._lock:
             now = self.clock()
-            while self._starts and self._starts[0] <= now - self.window:
-                self._starts.popleft()  # out of every window that can still matter
-            start = max(now, self._paused_until)
-            paused = start > now
-            if self._starts:
-                start = max(start, self._starts[-1])  # first come, first served
-            if len(self._starts) >= self.limit:
-                start = max(start, self._starts[-self.limit] + self.window)
+            start, paused = self._earliest(now, keep)
             wait = start - now
             if max_wait is not None and wait > max_wait:
                 if paused and start == self._paused_until:
@@ -88,12 +82,46 @@ class RequestBudget:
             self._starts.append(start)
             return start
 
-    async def acquire(self, max_wait: float | None = None) -> float:
+    def _earliest(self, now: float, keep: int) -> tuple[float, bool]:
+        """The earliest allowed start from ``now`` (lock held), and whether a pause set it."""
+        while self._starts and self._starts[0] <= now - self.window:
+            self._starts.popleft()  # out of every window that can still matter
+        start = max(now, self._paused_until)
+        paused = start > now
+        if self._starts:
+            start = max(start, self._starts[-1])  # first come, first served
+        cap = max(1, self.limit - keep)
+        if len(self._starts) >= cap:
+            start = max(start, self._starts[-cap] + self.window)
+        return start, paused
+
+    def available_in(self, keep: int = 0) -> float:
+        """Seconds until a request leaving ``keep`` slots to others could start (books none)."""
+        with self._lock:
+            now = self.clock()
+            return self._earliest(now, keep)[0] - now
+
+    async def acquire(self, max_wait: float | None = None, *, keep: int = 0) -> float:
         """Wait for a reserved start (and any pause ordered meanwhile); return the start time.
 
         If the wait is cancelled (the caller's own timeout) or refused, the slot is given
-        back: a request that was never sent must not use up the quota.
+        back: a request that was never sent must not use up the quota. With ``keep``, no slot
+        is booked ahead: the caller waits until one is free now, so it never makes urgent
+        callers queue behind it.
         """
+        if keep:
+            waited = 0.0
+            while (wait := self.available_in(keep)) > 0:
+                if max_wait is not None and waited + wait > max_wait:
+                    raise BudgetExhausted(
+                        f"request budget kept for others; next slot in {wait:.0f} s", wait=wait
+                    )
+                await self.sleep(wait)
+                waited += wait
+            try:
+                return self.reserve(0.0, keep=keep)
+            except BudgetExhausted:
+                return await self.acquire(max_wait, keep=keep)  # taken meanwhile: wait again
         start = self.reserve(max_wait)
         try:
             delay = start - self.clock()

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from stunmeshd.endpoint_policy import refusal
 from stunmeshd.errors import StunError
 from stunmeshd.stun.codec import (
     MessageClass,
@@ -456,9 +457,10 @@ class _Transaction:
                 self.server, f"error response {response.error_code}{reason}"
             )
         assert response.mapped is not None
-        if not _usable_mapping(response.mapped, self.server[0]):
+        refused = _mapping_refusal(response.mapped, self.server[0])
+        if refused is not None:
             mapped = format_address(response.mapped)
-            return StunTransactionError(self.server, f"unusable mapped address {mapped}")
+            return StunTransactionError(self.server, f"unusable mapped address {mapped}: {refused}")
         return BindingResult(
             response.mapped, self.server, response.other_address, response.response_origin, rtt
         )
@@ -487,14 +489,15 @@ class _Transaction:
 
 
 @functools.lru_cache(maxsize=512)
-def _usable_mapping(mapped: Address, server_host: str) -> bool:
-    """Same family as the server, a unicast address, a real port."""
+def _mapping_refusal(mapped: Address, server_host: str) -> str | None:
+    """Why a mapped address cannot be our public endpoint (None: it can).
+
+    It must be of the server's family and pass the endpoint policy every record passes too.
+    """
     ip = ipaddress.ip_address(mapped[0])
-    return (
-        ip.version == ipaddress.ip_address(server_host).version
-        and not (ip.is_unspecified or ip.is_multicast)
-        and mapped[1] != 0
-    )
+    if ip.version != ipaddress.ip_address(server_host).version:
+        return f"not an IPv{ipaddress.ip_address(server_host).version} address like the server's"
+    return refusal(ip, mapped[1])
 
 
 class _Discovery:

@@ -129,7 +129,7 @@ async def test_forged_values_do_not_displace_the_real_one(
     key, now = fresh_key(), int(time.time())
     forged = [
         encode_envelope("someone-else", now + 100, "eeee"),  # wrong magic
-        encode_envelope(MAGIC, now + 3600, "ffff"),  # an hour ahead of our clock
+        encode_envelope(MAGIC, now + 3 * 3600, "ffff"),  # beyond the 2 h skew bound
         b'{"magic":"stunmesh-v1","ts":"99999999999","data":"1111"}',  # ts not a number
         b'{"magic":"stunmesh-v1","ts":' + str(now + 50).encode() + b',"data":"not hex"}',
         b"\x00\xffgarbage, not JSON",
@@ -149,6 +149,26 @@ async def test_forged_values_do_not_displace_the_real_one(
     assert statuses == [200] * len(forged)  # the DHT took every forgery
     assert newest == "cafe"
     assert [data for _, data in everything] == ["cafe"]
+
+
+async def test_a_peer_an_hour_ahead_is_read_through_a_real_proxy(
+    dht: tuple[Namespace, DhtCluster],
+) -> None:
+    ns, cluster = dht
+    key, now = fresh_key(), int(time.time())
+
+    async def scenario() -> list[tuple[int, str]]:
+        fast = store(cluster.urls[:1], clock=lambda: now + 3000)  # its clock: 50 min ahead
+        honest = store(cluster.urls[2:], clock=lambda: now - 30)
+        try:
+            await fast.set(key, "fa57")
+            await honest.set(key, "0a1d")
+            return await honest.get_all(key)
+        finally:
+            await fast.close()
+            await honest.close()
+
+    assert await ns.call(scenario) == [(now + 3000, "fa57"), (now - 30, "0a1d")]
 
 
 async def test_fails_over_when_the_first_proxy_is_down(

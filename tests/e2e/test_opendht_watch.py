@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -100,7 +101,7 @@ async def test_forged_values_do_not_wake_it(lab: Lab) -> None:
     key, now = fresh_key(), int(time.time())
     forged = [
         encode_envelope("someone-else", now, "eeee"),  # wrong magic
-        encode_envelope(MAGIC, now + 3600, "ffff"),  # an hour ahead of our clock
+        encode_envelope(MAGIC, now + 3 * 3600, "ffff"),  # beyond the 2 h skew bound
         b'{"magic":"stunmesh-v1","ts":"99999999999","data":"1111"}',  # ts not a number
         encode_envelope(MAGIC, now, "not hex"),
         b"\x00\xffgarbage, not JSON",
@@ -227,3 +228,49 @@ async def test_a_lone_node_still_notifies() -> None:
         woke, error = await lab.a.host.call(scenario, urls)
     assert woke
     assert "HTTP 502" in error
+
+
+async def test_a_hung_proxy_is_found_and_the_watch_reopens_elsewhere(lab: Lab) -> None:
+    """Issue 13, item 7: a dhtnode stopped with SIGSTOP keeps its connections open (its kernel
+    still answers TCP keep-alives); the watch finds it within watch_idle_check + timeout."""
+    assert lab.dht is not None
+    urls, hung = lab.dht.urls, lab.dht.nodes[0].process
+    key = fresh_key()
+
+    async def scenario() -> tuple[str, float, float]:
+        s = OpenDHTStore("dht", endpoints=urls[:2], timeout=2.0)
+        s.watch_idle_check = 1.0  # 30 s by default; the bound scales with it
+        loop = asyncio.get_running_loop()
+        events = s.watch(key)
+        try:
+            await asyncio.wait_for(anext(events), 10)  # live, on the first proxy
+            hung.send_signal(signal.SIGSTOP)
+            stopped = loop.time()
+            try:
+                await asyncio.wait_for(anext(events), 30)
+                error = "the watch went on"
+            except StoreError as exc:
+                error = str(exc)
+            found = loop.time() - stopped
+            await events.aclose()
+            events = s.watch(key)  # what the engine does next: fails over to the second
+            await asyncio.wait_for(anext(events), 30)
+            reopened = loop.time() - stopped
+            writer = store(urls[2:])
+            try:  # and it works: a put through the third proxy wakes it
+                await writer.set(key, "0a0b")
+                await asyncio.wait_for(anext(events), 10)
+            finally:
+                await writer.close()
+            return error, found, reopened
+        finally:
+            hung.send_signal(signal.SIGCONT)
+            await events.aclose()
+            await s.close()
+
+    error, found, reopened = await lab.a.host.call(scenario)
+    assert "stopped answering" in error
+    # the documented bound, at this test's settings: watch_idle_check + timeout (+ slack for
+    # a loaded machine); re-opening then costs the hung proxy's timeout and the snapshot read
+    assert found <= 1.0 + 2.0 + 2.0
+    assert reopened > found

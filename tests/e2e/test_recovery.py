@@ -64,6 +64,54 @@ async def test_nat_remapping_our_port_recovers() -> None:
         assert await b.peer_endpoint() == "198.51.100.10:40001"  # B learned A's new mapping
 
 
+@pytest.mark.parametrize("mover", ["a", "b"])
+async def test_a_listen_port_change_is_recovered_by_the_daemons_not_by_a_keepalive(
+    mover: str,
+) -> None:
+    """``wg set wg0 listen-port N`` under a running daemon; the other side pings.
+
+    The moved side has nothing to send (its peer's packets go to the old port), so its NAT
+    stays shut to the peer until it sends from the new port: its daemon must make WireGuard
+    send at once. The moved peer's keepalive is set to 120 s, so waiting for it cannot pass.
+    """
+    async with MeshLab(nat_a=NatMode.PORT_CHANGING) as mesh:
+        await mesh.start_daemons()
+        await mesh.wait_handshake()
+        moved = mesh.nodes[mover]
+        other = mesh.b if mover == "a" else mesh.a
+        await ping_until(mesh, other, moved.wg.tunnel_ip, timeout=10)
+        await moved.wg.wg(
+            "set", "wg0", "peer", other.wg.public_key_b64, "persistent-keepalive", "120"
+        )
+        await moved.wg.wg("set", "wg0", "listen-port", "51832")
+        await ping_until(mesh, other, moved.wg.tunnel_ip, timeout=15)
+        assert await other.peer_endpoint() == f"{moved.site.public_ip}:51832"
+        for node in (mesh.a, mesh.b):
+            assert node.process is not None and node.process.returncode is None
+
+
+async def test_a_peer_added_just_after_its_interface_was_recreated_is_fetched_at_once() -> None:
+    """``ip link del wg0``, wg0 made again, its peer added only after the daemon read it.
+
+    The store here cannot notify (the directory store) and the refresh interval is 10 min,
+    so only fetching the newly seen peer at once brings the tunnel back; B sent no data, so
+    its WireGuard does not start a handshake by itself either.
+    """
+    async with MeshLab(store="dir") as mesh:
+        await mesh.start_daemons()
+        await mesh.wait_handshake()
+        a, b = mesh.a, mesh.b
+        lines = len(a.log_lines())
+        await a.site.host.run("ip", "link", "del", a.wg.ifname)
+        await a.wg.stop()
+        a.wg = await mesh.lab.start_wireguard(  # same key and port, no peer yet
+            a.site, listen_port=a.wg.listen_port, private_key=a.wg.private_key
+        )
+        await mesh.wait_log(a, "device adopted", after=lines)  # read without its peer
+        await a.wg.add_peer(b.wg.public_key, f"{b.wg.tunnel_ip}/32")
+        await ping_until(mesh, a, b.wg.tunnel_ip, timeout=10)
+
+
 async def test_address_change_triggers_rediscovery_at_once() -> None:
     async with MeshLab() as mesh:  # refresh every 10 min; nothing else is due
         await mesh.start_daemons()

@@ -4,7 +4,9 @@ It behaves like the real service where a client can tell: Bearer token auth with
 error envelopes, ``GET /zones?name=`` and ``GET /zones/<id>/dns_records`` with filters and
 ``page``/``per_page``/``result_info`` paging, create/patch/delete, TXT content longer than one
 255-byte string returned as quoted chunks (``"..." "..."``), duplicate-record refusal.
-Tests inject failures (429 with Retry-After, 5xx) and read per-route request counts.
+Like the API it answers 429 (with Retry-After) past 1,200 requests in 5 minutes per token, by
+a clock a test may replace with its virtual one. Tests inject failures (429 with Retry-After,
+5xx) and read per-route request counts and arrival times.
 
     async with CloudflareFake(token="t", zones=["example.com"]) as cf:
         store = CloudflareStore(..., api_base=cf.api_base)
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -27,6 +31,7 @@ from aiohttp import web
 API_PREFIX = "/client/v4"
 TXT_STRING_MAX = 255
 TXT_CONTENT_MAX = 2048
+QUOTA_REQUESTS, QUOTA_WINDOW = 1200, 300.0  # per token: the API's global rate limit
 
 
 def _now() -> str:
@@ -39,8 +44,47 @@ def _new_id() -> str:
 
 def quote_txt(content: str) -> str:
     """How the API reports long TXT content: 255-character quoted strings, space-separated."""
-    chunks = [content[i : i + TXT_STRING_MAX] for i in range(0, len(content), TXT_STRING_MAX)]
-    return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
+    return _quote_strings(_split(content))
+
+
+def _split(text: str) -> list[str]:
+    return [text[i : i + TXT_STRING_MAX] for i in range(0, len(text), TXT_STRING_MAX)] or [""]
+
+
+def _quote_strings(strings: list[str]) -> str:
+    return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in strings)
+
+
+def txt_strings(content: str) -> tuple[list[str], bool]:
+    """The character strings of written TXT content, and whether it was written quoted.
+
+    As the API documents it: content is quoted "character strings" (RFC 1035) of up to 255
+    bytes each, and strings exceeding that are split automatically; unquoted content is one
+    string (split the same way).
+    """
+    text = content.strip()
+    if not text.startswith('"'):
+        return _split(content), False
+    strings: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        if text[i] != '"':
+            return _split(content), False  # not a list of quoted strings: one plain string
+        i += 1
+        chunk: list[str] = []
+        while i < len(text) and text[i] != '"':
+            if text[i] == "\\" and i + 1 < len(text):
+                i += 1
+            chunk.append(text[i])
+            i += 1
+        if i >= len(text):
+            return _split(content), False  # unterminated: the API takes it as plain text
+        i += 1
+        strings += _split("".join(chunk))
+    return strings, True
 
 
 @dataclass
@@ -58,8 +102,10 @@ class Record:
 
     def to_json(self, *, quote_all: bool) -> dict[str, Any]:
         content = self.content
-        if self.type == "TXT" and (quote_all or len(content) > TXT_STRING_MAX):
-            content = quote_txt(content)
+        if self.type == "TXT":
+            strings, quoted = txt_strings(content)
+            if quote_all or quoted or len(strings) > 1:
+                content = _quote_strings(strings)  # as stored: one or more quoted strings
         return {
             "id": self.id,
             "zone_id": self.zone_id,
@@ -96,8 +142,16 @@ class CloudflareFake:
         token: str,
         zones: list[str] | tuple[str, ...] = ("example.com",),
         quote_all_txt: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        quota: tuple[int, float] | None = (QUOTA_REQUESTS, QUOTA_WINDOW),
     ) -> None:
         self.tokens = {token}
+        # the API's rate limit: ``quota[0]`` requests per ``quota[1]`` seconds per token, then
+        # 429 with Retry-After; ``clock`` may be a test's virtual clock
+        self.clock = clock
+        self.quota = quota
+        self.times: list[float] = []  # clock time of every request, in arrival order
+        self.rate_limited = 0  # requests answered 429 by the quota (not by fail_next)
         self.zones: dict[str, str] = {_new_id(): z.lower() for z in zones}  # id -> name
         self.records: dict[str, Record] = {}  # id -> record
         self.quote_all_txt = quote_all_txt  # newer API versions quote all TXT content
@@ -186,6 +240,15 @@ class CloudflareFake:
         self.counts.clear()
         self.log.clear()
 
+    def max_in_window(self, window: float = 300.0) -> int:
+        """The most requests that arrived within any ``window`` seconds (by ``clock``)."""
+        best, lo = 0, 0
+        for hi, t in enumerate(self.times):
+            while self.times[lo] <= t - window:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        return best
+
     # -- plumbing ----------------------------------------------------------------------------
 
     @staticmethod
@@ -216,6 +279,18 @@ class CloudflareFake:
         route = route.removeprefix(API_PREFIX)
         self.counts[(request.method, route)] += 1
         self.log.append((request.method, request.path_qs.removeprefix(API_PREFIX)))
+        now = self.clock()
+        self.times.append(now)
+        if self.quota is not None:
+            limit, window = self.quota
+            recent = sum(1 for t in self.times[-limit - 1 :] if t > now - window)
+            if recent > limit:
+                self.rate_limited += 1
+                resp = self._error(
+                    429, 971, "Please wait and consider throttling your request speed"
+                )
+                resp.headers["Retry-After"] = str(math.ceil(window / 10))
+                return resp
         for i, inj in enumerate(self._inject):
             if (inj.method in (None, request.method)) and (inj.route in (None, route)):
                 del self._inject[i]

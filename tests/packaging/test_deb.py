@@ -84,6 +84,12 @@ def test_contents_are_make_install_at_usr_without_byte_code(deb: Path) -> None:
         "/usr/share/doc/stunmeshd/copyright",
         "/usr/share/doc/stunmeshd/changelog.gz",
         "/usr/lib/stunmeshd/pyvenv.cfg",
+        "/usr/share/man/man1/stunmeshctl.1.gz",
+        "/usr/share/man/man5/stunmeshd.conf.5.gz",
+        "/usr/share/man/man8/stunmeshd.8.gz",
+        "/usr/share/bash-completion/completions/stunmeshctl",
+        "/usr/share/zsh/vendor-completions/_stunmeshctl",
+        "/usr/share/fish/vendor_completions.d/stunmeshctl.fish",
     ):
         assert path in files, path
     assert "-> ../lib/stunmeshd/bin/stunmeshd" in files["/usr/bin/stunmeshd"]

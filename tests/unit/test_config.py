@@ -197,7 +197,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert (peer.protocol, peer.description) == ("ipv4", "")
     assert not peer.ping.enabled and peer.ping.target == ""
     plugin = cfg.plugins["x"]
-    assert (plugin.timeout, plugin.dedup, plugin.args, plugin.builtin) == (10.0, False, (), None)
+    # unset: each store applies its own default (exec/shell 120 s, opendht 15 s)
+    assert (plugin.timeout, plugin.dedup, plugin.args, plugin.builtin) == (None, False, (), None)
     # the default STUN server is announced, naming the file and key
     (warning,) = cfg.warnings
     assert str(tmp_path / "config.yaml") in warning and "stun.addresses" in warning
@@ -226,7 +227,7 @@ def test_empty_values_keep_defaults_like_stunmesh_go(tmp_path: Path) -> None:
     assert cfg.refresh_interval == 600.0 and cfg.log.level == "info"
     assert cfg.interfaces["wg0"].protocol == "ipv4"
     assert cfg.interfaces["wg0"].peers["b"].protocol == "ipv4"
-    assert cfg.plugins["x"].timeout == 10.0
+    assert cfg.plugins["x"].timeout is None  # the store's own default
     assert cfg.warnings == ()
 
 

@@ -319,7 +319,7 @@ plugins:
     subdomain: wg
 """
 
-# contrib/opendht/README.md's example.
+# The example in stunmesh-go's contrib/opendht README.
 CONTRIB_OPENDHT_EXAMPLE = """\
 plugins:
   opendht:

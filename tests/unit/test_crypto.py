@@ -119,6 +119,16 @@ def test_ipv6_is_normalised_to_rfc_5952(given: str, canonical: str) -> None:
         ("ipv4", "0.0.0.0:51820", "cannot be a peer's address"),
         ("ipv4", "224.0.0.1:51820", "cannot be a peer's address"),
         ("ipv4", "255.255.255.255:51820", "cannot be a peer's address"),
+        ("ipv4", "127.0.0.1:51820", "loopback"),
+        ("ipv4", "127.8.9.10:51820", "loopback"),
+        ("ipv4", "0.1.2.3:51820", "unspecified"),
+        ("ipv4", "169.254.7.7:51820", "link-local"),
+        ("ipv4", "240.0.0.1:51820", "class E"),
+        ("ipv4", "239.1.1.1:51820", "multicast"),
+        ("ipv6", "[::1]:51820", "loopback"),
+        ("ipv6", "[fe80::1]:51820", "link-local"),
+        ("ipv6", "[::ffff:255.255.255.255]:51820", "IPv4-mapped"),
+        ("ipv6", "[::203.0.113.7]:51820", "reserved"),
         ("ipv6", "2001:db8::7:51820", "expected [ip]:port"),
         ("ipv6", "[2001:db8::7]", "expected [ip]:port"),
         ("ipv6", "[203.0.113.7]:51820", "not an IPv6 address"),
@@ -159,11 +169,21 @@ def test_a_record_needs_an_endpoint() -> None:
         (b'{"ipv4":"203.0.113.7:1","ts":-1}', "ts must be"),
         (b'{"ipv4":"203.0.113.7:1","ts":1.5}', "ts must be"),
         (b'{"ipv4":"203.0.113.7:1","ts":"1"}', "ts must be"),
+        (b"[" * 1000 + b"]" * 1000, "nested too deep"),
+        (b'{"ipv4":"203.0.113.7:1","x":' + b"[" * 1500 + b"]" * 1500 + b"}", "nested too deep"),
+        (b'{"ipv4":"203.0.113.7:1","x":"' + b"a" * 5000 + b'"}', "too long"),
     ],
 )
 def test_malformed_plaintext_raises_record_error(data: bytes, reason: str) -> None:
     with pytest.raises(RecordError, match=reason):
         EndpointRecord.from_json(data)
+
+
+def test_a_sealed_record_nested_1000_deep_is_a_record_error() -> None:
+    """A peer (who holds the keys) can seal anything; opening it must still only refuse it."""
+    deep = b'{"ipv4":"203.0.113.7:1","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    with pytest.raises(RecordError, match="nested too deep"):
+        crypto.open_record(crypto.seal(deep, A_PRIV, B_PUB), B_PRIV, A_PUB)
 
 
 def test_unknown_fields_are_ignored_and_go_empty_strings_are_absent() -> None:
@@ -283,16 +303,34 @@ def test_replayed_older_record_is_refused() -> None:
     guard = RecordGuard()
     old = EndpointRecord(ipv4="203.0.113.20:40000", ts=100)
     new = EndpointRecord(ipv4="203.0.113.20:40001", ts=200)
-    guard.check("aa", new)
-    guard.accept(new)
-    with pytest.raises(RecordError, match=r"^replayed: ts 100 older than 200$"):
-        guard.check("bb", old)
-    guard.check("cc", new)  # the same record again (peer dedups): fine
+    assert guard.check("aa", old) is True
+    guard.accept(old, "aa")
+    assert guard.check("bb", new) is True
+    guard.accept(new, "bb")
+    # the old record again: never while the tunnel works, never a value accepted before
+    with pytest.raises(RecordError, match=r"^replayed: ts 100 older than 200, while the tunnel"):
+        guard.check("cc", old, current="203.0.113.20:40001", live=True)
+    with pytest.raises(RecordError, match=r"^replayed: ts 100 older than 200, and accepted"):
+        guard.check("aa", old, current="203.0.113.20:40001", live=False)
+    assert guard.check("bb", new, current="203.0.113.20:40001", live=True) is True  # dedup
     newer = EndpointRecord(ipv4="203.0.113.20:40002", ts=300)
-    guard.check("dd", newer)
-    guard.accept(newer)
-    with pytest.raises(RecordError, match="older than 300"):
-        guard.check("cc", new)
+    assert guard.check("dd", newer, live=True) is True  # in order: even a live tunnel moves
+    guard.accept(newer, "dd")
+    with pytest.raises(RecordError, match="older than 300, while the tunnel is up"):
+        guard.check("bb", new, current="203.0.113.20:40002", live=True)
+
+
+def test_an_out_of_order_record_naming_the_endpoint_in_use() -> None:
+    guard = RecordGuard()
+    here = "203.0.113.20:40001"
+    guard.accept(EndpointRecord(ipv4=here, ts=200), "aa")
+    older = EndpointRecord(ipv4=here, ts=150)  # a replay, or the peer's fast clock was fixed
+    with pytest.raises(RecordError, match="older than 200, while the tunnel is up"):
+        guard.check("bb", older, current=here, live=True)  # reported, changes nothing
+    assert guard.check("bb", older, current=here, live=False) is False  # harmless
+    back_on_go = EndpointRecord(ipv4=here)  # stunmesh-go where the peer was: silent
+    assert guard.check("cc", back_on_go, current=here, live=True) is False
+    assert guard.newest_ts == 200
 
 
 def test_ts_less_records_of_a_stunmesh_go_peer_stay_readable() -> None:
@@ -304,11 +342,26 @@ def test_ts_less_records_of_a_stunmesh_go_peer_stay_readable() -> None:
     assert guard.newest_ts is None
 
 
-def test_ts_less_record_after_a_ts_record_is_a_downgrade() -> None:
+def test_a_peer_back_on_stunmesh_go_is_not_locked_out() -> None:
+    """A ts-less record after ts records: a downgrade replay, or the peer going back."""
     guard = RecordGuard()
-    guard.accept(EndpointRecord(ipv4="203.0.113.20:51820", ts=50))
-    go_record = EndpointRecord(ipv4="203.0.113.20:51820")
-    with pytest.raises(RecordError, match=r"^replayed: record without ts after ts 50"):
-        guard.check("aa", go_record)
+    e1, e2 = "203.0.113.20:51820", "203.0.113.20:40007"
+    guard.accept(EndpointRecord(ipv4=e1, ts=50), "aa")
+    back = EndpointRecord(ipv4=e2)  # stunmesh-go's record: no ts
+    with pytest.raises(
+        RecordError, match=r"^replayed: record without ts after ts 50 was accepted, while"
+    ):
+        guard.check("bb", back, current=e1, live=True)  # a working tunnel is never moved
+    assert guard.check("bb", back, current=e1, live=False) is False  # tunnel down: fallback
+    guard.accept(back, "bb")
+    assert guard.newest_ts == 50  # the mark stays: older ts records are still out of order
+    # stunmesh-go republishes (fresh nonce, same endpoint): harmless, even with a live tunnel
+    assert guard.check("cc", EndpointRecord(ipv4=e2), current=e2, live=True) is False
+    # but the value it sent before, replayed after it moved on, is refused
+    with pytest.raises(RecordError, match="accepted before"):
+        guard.check("bb", back, current="203.0.113.20:40008", live=False)
+    # nor does the peer's last stunmeshd record (equal ts) come back as in order
+    with pytest.raises(RecordError, match="superseded by a record without ts, while the tunnel"):
+        guard.check("dd", EndpointRecord(ipv4=e1, ts=50), current=e2, live=True)
     guard.reset()
-    guard.check("aa", go_record)
+    assert guard.check("bb", back) is True

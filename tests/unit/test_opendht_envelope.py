@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import itertools
 import json
+import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -39,7 +43,7 @@ ENVELOPE_B64 = (
 
 def config(**options: Any) -> PluginConfig:
     dedup = options.pop("dedup", False)
-    timeout = options.pop("plugin_timeout", 10.0)
+    timeout = options.pop("plugin_timeout", None)
     return PluginConfig(
         name="dht", type="builtin", builtin="opendht", dedup=dedup, timeout=timeout,
         options=options,
@@ -127,6 +131,25 @@ def test_small_clock_skew_is_tolerated() -> None:
     assert got[0] == (NOW + 299, "bb")
 
 
+async def test_a_peer_whose_clock_runs_an_hour_fast_is_read(proxy: Proxy) -> None:
+    """Issue 12 part 4: a peer up to MAX_FUTURE_SKEW (2 h) ahead is read, newest first."""
+    assert OpenDHTStore.max_future_skew >= 3600
+    proxy.body = b"\n".join(
+        [
+            line("stunmesh-v1", NOW + 3600 - 240, "aa"),  # the fast peer's previous put
+            line("stunmesh-v1", NOW + 7200 + 1, "ff"),  # beyond the bound: ignored
+            line("stunmesh-v1", NOW + 3600, "bb"),  # its latest put, an hour ahead
+            line("stunmesh-v1", NOW + 7200, "cc"),  # right at the bound: still read
+        ]
+    )
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    try:
+        got = await store.get_all(KEY)
+    finally:
+        await store.close()
+    assert got == [(NOW + 7200, "cc"), (NOW + 3600, "bb"), (NOW + 3600 - 240, "aa")]
+
+
 def test_custom_magic() -> None:
     got = decode(line("stunmesh-v1", NOW, "aa"), line("mesh-2", NOW - 9, "bb"), magic="mesh-2")
     assert got == [(NOW - 9, "bb")]
@@ -178,9 +201,11 @@ def test_bad_options_name_the_key(options: dict[str, Any], key: str, fragment: s
 
 
 def test_defaults() -> None:
-    store = OpenDHTStore.from_config(config(endpoint="https://a.example", plugin_timeout=12.0))
+    store = OpenDHTStore.from_config(config(endpoint="https://a.example"))
     assert store.magic == "stunmesh-v1"
-    assert store.timeout == 12.0  # the plugin's generic timeout
+    assert store.timeout == 15.0  # stunmesh-go's default for its opendht store
+    configured = OpenDHTStore.from_config(config(endpoint="https://a.example", plugin_timeout=12))
+    assert configured.timeout == 12.0  # the plugin's `timeout` key
     assert store.dedup is False
     assert store.republish_interval < 600 / 2  # refreshed at least twice per expiry
 
@@ -302,7 +327,7 @@ async def test_get_returns_the_newest_acceptable(proxy: Proxy) -> None:
     proxy.body = b"\n".join(
         [
             line("stunmesh-v1", NOW - 200, "aa"),
-            line("stunmesh-v1", NOW + 7200, "ff"),  # forged, far future
+            line("stunmesh-v1", NOW + 3 * 3600, "ff"),  # forged, beyond the skew bound
             line("stunmesh-v1", NOW - 100, "bb"),
         ]
     )
@@ -349,6 +374,8 @@ class ListenProxy:
         self.listen_status = 200
         self.get_status = 200
         self.get_hangs = False
+        self.info_hangs = False  # ``GET /`` (node info) never answers: a hung proxy
+        self.probes = 0
         self.pushes: asyncio.Queue[bytes | None] = asyncio.Queue()  # None ends the stream
         self.opened = 0
         self.gone = asyncio.Event()  # a listener's connection went away
@@ -372,6 +399,12 @@ class ListenProxy:
             raise
         return resp
 
+    async def info(self, request: web.Request) -> web.Response:
+        self.probes += 1
+        if self.info_hangs:
+            await asyncio.sleep(3600)
+        return web.json_response({"node_id": "00" * 20, "ops": 1})
+
     async def get(self, request: web.Request) -> web.Response:
         if self.get_hangs:
             await asyncio.sleep(3600)
@@ -391,6 +424,7 @@ async def listen_proxies() -> AsyncIterator[StartListenProxy]:
         app = web.Application()
         app.router.add_get("/key/{key}/listen", p.listen)
         app.router.add_get("/key/{key}", p.get)
+        app.router.add_get("/", p.info)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         runners.append(runner)
@@ -432,7 +466,7 @@ async def test_watch_wakes_for_new_values_only(listen_proxies: StartListenProxy)
             json.dumps(again).encode(),
             json.dumps(gone).encode(),
             line("someone-else", NOW, "ee"),
-            line("stunmesh-v1", NOW + 3600, "ff"),
+            line("stunmesh-v1", NOW + 3 * 3600, "ff"),  # beyond the skew bound
             b"\x00garbage",
             b"{}",
         ]:
@@ -617,3 +651,123 @@ async def test_closing_a_watch_hangs_up(listen_proxies: StartListenProxy) -> Non
 
 def test_watch_is_advertised() -> None:
     assert getattr(OpenDHTStore, "supports_watch", False) is True
+
+
+# -- answers that are not DHT values (issue 13, item 5) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"<html><body>502 Bad Gateway</body></html>",
+        b"\x00\x01\x02\xff" * 20,
+        b'{"not":"a value"}\n[1,2]\n',
+    ],
+)
+async def test_a_proxy_answering_200_with_garbage_is_a_failure_said_once_a_minute(
+    proxies: StartProxy, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken, good = await proxies(), await proxies()
+    broken.body = garbage
+    good.body = line("stunmesh-v1", NOW - 5, "abcd")
+    caplog.set_level(logging.WARNING, logger="stunmeshd.stores.opendht")
+    failing_over = OpenDHTStore("dht", endpoints=[broken.url, good.url], clock=lambda: NOW)
+    alone = OpenDHTStore("dht", endpoints=[broken.url], clock=lambda: NOW)
+    try:
+        assert await failing_over.get_all(KEY) == [(NOW - 5, "abcd")]  # moved on
+        for _ in range(5):  # not "no record yet": an error that says what came back
+            with pytest.raises(StoreError, match="not DHT values"):
+                await alone.get_all(KEY)
+    finally:
+        await failing_over.close()
+        await alone.close()
+    said = [r for r in caplog.records if "not DHT values" in r.getMessage()]
+    assert len(said) == 1  # six bad answers from that proxy, one warning
+
+
+async def test_foreign_values_and_an_empty_answer_are_not_garbage(proxy: Proxy) -> None:
+    proxy.body = line("someone-else", NOW, "eeee")  # anyone may put under a key
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    try:
+        assert await store.get_all(KEY) == []
+        proxy.body = b""
+        assert await store.get_all(KEY) == []
+    finally:
+        await store.close()
+
+
+# -- store-side pressure (issue 13, item 7) ---------------------------------------------------
+
+
+async def test_a_flood_of_puts_wakes_a_watch_about_once_per_interval(
+    listen_proxies: StartListenProxy,
+) -> None:
+    proxy = await listen_proxies()
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    store.min_wake_interval = 0.25  # the cap (1 s by default), shortened to keep the test quick
+    events = store.watch(KEY)
+    loop = asyncio.get_running_loop()
+    try:
+        await next_wake(events)  # live
+        values = [line("stunmesh-v1", NOW, secrets.token_hex(8)) for _ in range(400)]
+
+        async def flood() -> None:  # 400 acceptable foreign values, as anyone could put
+            for value in values:
+                proxy.pushes.put_nowait(value + b"\n")
+                await asyncio.sleep(0.003)
+
+        wakes: list[float] = []
+
+        async def count() -> None:
+            async for _ in events:
+                wakes.append(loop.time())
+
+        counting = asyncio.create_task(count())
+        started = loop.time()
+        await flood()
+        await asyncio.sleep(store.min_wake_interval * 3)  # the last wake comes through
+        elapsed = loop.time() - started
+        counting.cancel()
+        await asyncio.gather(counting, return_exceptions=True)
+    finally:
+        await events.aclose()
+        await store.close()
+    assert 1 <= len(wakes) <= elapsed / store.min_wake_interval + 2  # not one per value
+    gaps = [b - a for a, b in itertools.pairwise(wakes)]
+    assert all(gap >= store.min_wake_interval * 0.9 for gap in gaps)
+
+
+async def test_a_hung_proxy_ends_the_watch_and_one_probe_serves_every_watch(
+    listen_proxies: StartListenProxy,
+) -> None:
+    proxy = await listen_proxies()
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW, timeout=0.5)
+    store.watch_idle_check = 0.2  # 30 s by default
+    live = asyncio.Event()
+    ended: list[BaseException] = []
+
+    async def follow(i: int) -> None:
+        try:
+            async for _ in store.watch(hashlib.sha1(bytes([i])).hexdigest()):
+                live.set()
+        except StoreError as exc:
+            ended.append(exc)
+
+    followers = [asyncio.create_task(follow(i)) for i in range(5)]
+    try:
+        await asyncio.wait_for(live.wait(), 5)
+        # idle but healthy: the watches stay, sharing probes (not one probe per watch)
+        await asyncio.sleep(1.0)
+        assert not ended
+        assert 1 <= proxy.probes <= 1.0 / store.watch_idle_check + 2  # unshared: 5 times that
+        # the proxy hangs with every stream open (a stopped process): each watch ends, within
+        # the documented bound of watch_idle_check + timeout
+        proxy.info_hangs = True
+        bound = store.watch_idle_check + store.timeout
+        await asyncio.wait_for(asyncio.gather(*followers), bound * 2 + 1)
+        assert len(ended) == 5 and all("stopped answering" in str(e) for e in ended)
+    finally:
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+        await store.close()

@@ -355,15 +355,56 @@ def test_unknown_comprehension_required_attribute_fails_the_transaction() -> Non
 
 
 @pytest.mark.parametrize(
-    "mapped", [("0.0.0.0", 40000), ("198.51.100.10", 0), ("2001:db8::1", 40000)]
+    ("mapped", "reason"),
+    [
+        (("0.0.0.0", 40000), "unspecified"),
+        (("198.51.100.10", 0), "port 0"),
+        (("2001:db8::1", 40000), "not an IPv4 address"),
+        (("255.255.255.255", 40000), "broadcast"),
+        (("127.0.0.1", 51820), "loopback"),
+        (("169.254.1.1", 51820), "link-local"),
+        (("240.0.0.1", 51820), "class E"),
+        (("224.0.0.1", 51820), "multicast"),
+    ],
 )
-def test_unusable_mappings_are_refused(mapped: Address) -> None:
+def test_unusable_mappings_are_refused_with_the_reason(mapped: Address, reason: str) -> None:
     async def go() -> None:
         net = FakeNetwork(servers={S1: answer(mapped)})
-        with pytest.raises(StunError, match="unusable mapped address"):
+        with pytest.raises(StunError, match=f"unusable mapped address .*{reason}"):
             await client_for(net).binding(S1)
 
     run(go)
+
+
+@pytest.mark.parametrize(
+    ("mapped", "reason"),
+    [
+        (("::ffff:255.255.255.255", 40000), "IPv4-mapped"),
+        (("::ffff:198.51.100.10", 40000), "IPv4-mapped"),
+        (("::1", 51820), "loopback"),
+        (("fe80::1", 51820), "link-local"),
+        (("ff02::1", 51820), "multicast"),
+    ],
+)
+def test_unusable_ipv6_mappings_are_refused_with_the_reason(mapped: Address, reason: str) -> None:
+    server = ("2001:db8::1", 3478)
+
+    async def go() -> None:
+        net = FakeNetwork(servers={server: answer(mapped)}, family=socket.AF_INET6)
+        with pytest.raises(StunError, match=f"unusable mapped address .*{reason}"):
+            await client_for(net).binding(server)
+
+    run(go)
+
+
+def test_an_unusable_mapping_from_one_server_falls_back_to_the_next() -> None:
+    """An on-path answer naming 255.255.255.255 costs one server, not discovery."""
+
+    async def go() -> BindingResult:
+        net = FakeNetwork(servers={S1: answer(("255.255.255.255", 40000)), S2: answer()})
+        return await client_for(net).discover([format_address(S1), format_address(S2)])
+
+    assert run(go).mapped == MAPPED
 
 
 def test_send_failure_fails_at_once() -> None:

@@ -3,7 +3,7 @@ complete -c stunmeshd -f
 complete -c stunmeshd -s h -l help -d 'show this help message and exit'
 complete -c stunmeshd -s c -l config -r -F -d 'read exactly this configuration file'
 complete -c stunmeshd -l config-dir -r -F -d 'read config.yaml'
-complete -c stunmeshd -l check -d 'validate the configuration, print warnings, and exit'
+complete -c stunmeshd -l check -d 'validate the configuration, print warnings, and exit: 0 it runs, 1 it runs with some peers disabled'
 complete -c stunmeshd -l oneshot -d 'run one discover/publish/fetch/apply cycle for every interface, then exit'
 complete -c stunmeshd -l oneshot-wait -x -d 'with --oneshot: how long to wait for every peer'\''s record'
 complete -c stunmeshd -l bus -x -a 'system session' -d 'the D-Bus bus to serve on'
