@@ -76,3 +76,18 @@ async def test_mapped_again_after_the_router_restarts(protocol: str) -> None:
 
         await wait_for(rule_back, timeout=20)
         assert await mesh.lab.ping(mesh.lab.a, mesh.b.wg.tunnel_ip, count=5)
+
+
+async def test_deleted_when_the_interface_goes() -> None:
+    """WireGuard stops (its interface vanishes): its port is no longer WireGuard's, so the
+    mapping is deleted while the daemon keeps running."""
+    async with MeshLab(nat_a=NatMode.SYMMETRIC, store="dir") as mesh:
+        router = await started(mesh, "natpmp")
+        await mesh.a.wg.stop()
+
+        async def rule_gone() -> bool:
+            return await router.rules() == ""
+
+        await wait_for(rule_gone, timeout=15)
+        assert "port mapping deleted" in mesh.a.log_text()
+        assert mesh.a.process is not None and mesh.a.process.returncode is None
