@@ -57,6 +57,29 @@ DEVICE_PROPERTIES = PropertyTable(
             "PublicEndpoints", "as", lambda d: texts(d.public_endpoints), ("public_endpoints",), []
         ),
         Prop("NatMapping", "s", lambda d: text(d.nat_mapping), ("nat_mapping",), "unknown"),
+        Prop("PortMapping", "s", lambda d: text(d.port_mapping), ("port_mapping",), ""),
+        Prop(
+            "PortMappingEndpoint",
+            "s",
+            lambda d: text(d.port_mapping_endpoint),
+            ("port_mapping_endpoint",),
+            "",
+        ),
+        Prop(
+            "PortMappingExpires",
+            "t",
+            lambda d: number(d.port_mapping_expires),
+            ("port_mapping_expires",),
+            0,
+        ),
+        Prop(
+            "PortMappingReason",
+            "s",
+            lambda d: text(d.port_mapping_reason),
+            ("port_mapping_reason",),
+            "",
+        ),
+        Prop("EndpointSource", "s", lambda d: text(d.endpoint_source), ("endpoint_source",), ""),
         Prop("LastRefresh", "t", lambda d: number(d.last_refresh), ("last_refresh",), 0),
         Prop("NextRefresh", "t", lambda d: number(d.next_refresh), ("next_refresh",), 0),
         Prop("Peers", "ao", peer_paths, ("peers",), []),
@@ -194,6 +217,26 @@ class DeviceInterface(TableInterface):
     @dbus_property(access=READ, name="NatMapping")
     def nat_mapping(self) -> DBusStr:
         return self.prop("NatMapping")
+
+    @dbus_property(access=READ, name="PortMapping")
+    def port_mapping(self) -> DBusStr:
+        return self.prop("PortMapping")
+
+    @dbus_property(access=READ, name="PortMappingEndpoint")
+    def port_mapping_endpoint(self) -> DBusStr:
+        return self.prop("PortMappingEndpoint")
+
+    @dbus_property(access=READ, name="PortMappingExpires")
+    def port_mapping_expires(self) -> DBusUInt64:
+        return self.prop("PortMappingExpires")
+
+    @dbus_property(access=READ, name="PortMappingReason")
+    def port_mapping_reason(self) -> DBusStr:
+        return self.prop("PortMappingReason")
+
+    @dbus_property(access=READ, name="EndpointSource")
+    def endpoint_source(self) -> DBusStr:
+        return self.prop("EndpointSource")
 
     @dbus_property(access=READ, name="LastRefresh")
     def last_refresh(self) -> DBusUInt64:
