@@ -12,10 +12,12 @@ DEBS    += dpkg-dev lintian
 # the tray applet's screenshot test: an X server and a real StatusNotifierItem host
 DESKTOP_DEBS := xvfb xfce4-panel xdotool imagemagick librsvg2-common fonts-dejavu-core
 DEBS    += $(DESKTOP_DEBS)
+DEBS    += miniupnpd-nftables
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 BENCHES += applet_idle
 BENCHES += bus_reconnect
+BENCHES += portmap
 BENCHES += store_watch
 BENCHES += config_limits
 BENCHES += footprint
@@ -55,7 +57,7 @@ typecheck: venv
 
 # The lab: two hosts behind NAT connect with stunmeshd (network namespaces; run as root).
 demo: deps venv
-	$(PY) -m stunmeshd.lab.demo
+	$(PY) -m stunmeshd.lab.demo $(DEMO_ARGS)
 
 # The same lab kept up to try things by hand: `make lab`, then in another terminal
 # `make lab-shell HOST=A` (stunmeshctl, busctl and wg point at host A), `make lab-down`.

@@ -25,6 +25,9 @@ from stunmeshd import safeyaml
 from stunmeshd.errors import ConfigError
 
 INTERFACE_PROTOCOLS = ("ipv4", "ipv6", "dualstack")
+PORT_MAPPING_MODES = ("auto", "off", "pcp", "natpmp", "upnp")
+PORT_MAPPING_LIFETIME = 7200.0  # s (RFC 6886 §3.3's recommendation)
+PORT_MAPPING_LIFETIME_RANGE = (2.0, 86400.0)
 PEER_PROTOCOLS = ("ipv4", "ipv6", "prefer_ipv4", "prefer_ipv6")
 PLUGIN_TYPES = ("builtin", "exec", "shell")
 
@@ -83,6 +86,9 @@ class InterfaceConfig:
     protocol: str = "ipv4"  # one of INTERFACE_PROTOCOLS
     peers: Mapping[str, PeerConfig] = field(default_factory=dict)  # the peers that run
     disabled: Mapping[str, DisabledPeer] = field(default_factory=dict)  # the ones that cannot
+    # stunmeshd-only (stunmesh-go ignores them): map WireGuard's port on the router
+    port_mapping: str = "auto"  # one of PORT_MAPPING_MODES
+    port_mapping_lifetime: float = PORT_MAPPING_LIFETIME  # seconds asked of the router
 
 
 DEFAULT_REFRESH_INTERVAL = 600.0  # s, stunmesh-go's 10m
@@ -194,6 +200,7 @@ _LINUX_NOOP_KEYS: Mapping[str, str] = {
 }
 
 _TOP_KEYS = ("refresh_interval", "log", "stun", "ping_monitor", "interfaces", "plugins")
+_PORT_MAPPING_KEYS = ("port_mapping", "port_mapping_lifetime")
 _PEER_KEYS = ("public_key", "plugin", "protocol", "description", "ping")
 _PING_KEYS = ("enabled", "target", "interval", "timeout")
 
@@ -1141,7 +1148,9 @@ class _Parser:
                     "(1 to 15 bytes, no '/', ':' or spaces)",
                 )
             self._platform_keys(self._pairs(vnode, path), path)
-            fields = self._fields(vnode, path, ("protocol", "peers"), noop=_LINUX_NOOP_KEYS)
+            fields = self._fields(
+                vnode, path, ("protocol", "peers", *_PORT_MAPPING_KEYS), noop=_LINUX_NOOP_KEYS
+            )
             protocol = self._choice(fields, "protocol", path, INTERFACE_PROTOCOLS, "ipv4")
             peers: dict[str, PeerConfig] = {}
             disabled: dict[str, DisabledPeer] = {}
@@ -1171,9 +1180,29 @@ class _Parser:
                 by_key[peer.public_key] = label
                 peers[label] = peer
             interfaces[ifname] = InterfaceConfig(
-                name=ifname, protocol=protocol, peers=peers, disabled=disabled
+                name=ifname,
+                protocol=protocol,
+                peers=peers,
+                disabled=disabled,
+                **self._port_mapping(fields, path),
             )
         return interfaces
+
+    def _port_mapping(self, fields: _Fields, path: str) -> dict[str, Any]:
+        """``port_mapping`` and ``port_mapping_lifetime`` (stunmeshd-only keys)."""
+        mode = self._choice(fields, "port_mapping", path, PORT_MAPPING_MODES, "auto")
+        lifetime = self._duration_key(
+            fields, "port_mapping_lifetime", path, PORT_MAPPING_LIFETIME, positive=True
+        )
+        low, high = PORT_MAPPING_LIFETIME_RANGE
+        if not low <= lifetime <= high:
+            node = self._get(fields, "port_mapping_lifetime")
+            raise self._error(
+                node,
+                _join(path, "port_mapping_lifetime"),
+                f"must be between {low:g}s and {high:g}s, not {_quote(node.value if node else '')}",
+            )
+        return {"port_mapping": mode, "port_mapping_lifetime": lifetime}
 
     def _platform_keys(self, fields: _Fields, path: str) -> None:
         """stunmesh-go's keys for other platforms do nothing here, but a file stunmesh-go

@@ -45,6 +45,7 @@ from stunmeshd.model import (
     PeerStatus,
     RefreshCompleted,
 )
+from stunmeshd.portmap.device import DevicePortMap
 from stunmeshd.stores.base import MultiValueStore, Store, WatchableStore
 from stunmeshd.stores.dedup import publish
 from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, WireGuardBackend
@@ -172,6 +173,7 @@ class DeviceWorker:
         self._rediscover_requested = False
         self._published: tuple[str, ...] = ()  # endpoints last published (across re-creation)
         self._cycling = False  # a full cycle is running
+        self.portmap = DevicePortMap(cfg, lambda: self.status, self.trigger_full)
 
     def _detached_status(self) -> DeviceStatus:
         return DeviceStatus(
@@ -202,6 +204,7 @@ class DeviceWorker:
         """The host's addresses or routes changed: re-run STUN now (bursts coalesce)."""
         self._rediscover_requested = True
         self._wake.set()
+        self.portmap.network_changed("addresses or routes changed")
 
     def request_peer(self, public_key: bytes) -> asyncio.Future[CycleResult]:
         waiter: asyncio.Future[CycleResult] = self.loop.create_future()
@@ -218,6 +221,7 @@ class DeviceWorker:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        await self.portmap.stop()
         watches = [rt.watch for rt in self.peers.values() if rt.watch is not None]
         for task in watches:
             task.cancel()
@@ -392,6 +396,7 @@ class DeviceWorker:
             # known index, or its successor would not be seen as a re-created device
             ifindex=ifindex or self.status.ifindex,
         )
+        self.portmap.sync(self.cfg, info.listen_port)
         if previous is not None and (
             previous.listen_port,
             previous.fwmark,
@@ -428,6 +433,7 @@ class DeviceWorker:
     def _vanished(self) -> None:
         """The interface is gone: drop its bus objects; keep what guards records."""
         self.info = None
+        self.portmap.sync(self.cfg, None)  # its port is no longer WireGuard's
         if self.present:
             log.warning("device vanished iface=%s", self.cfg.name)
             for key in [*self.peers, *self.absent]:
@@ -716,7 +722,7 @@ class DeviceWorker:
     async def _publish_all(
         self, info: DeviceInfo, runtimes: list[PeerRuntime] | None = None
     ) -> None:
-        endpoints = self.discovery.endpoints
+        endpoints = await self.portmap.choose(self.discovery.endpoints, self.discovery.nat_mapping)
         record = crypto.EndpointRecord.stamped(
             ipv4=endpoints.get("ipv4"), ipv6=endpoints.get("ipv6")
         )
@@ -939,6 +945,9 @@ class DeviceWorker:
 
     async def _apply(self, rt: PeerRuntime, endpoint: str, record: crypto.EndpointRecord) -> None:
         assert self.info is not None
+        if await self.portmap.hold_back(endpoint, self.info.peers.get(rt.cfg.public_key)):
+            if await self._read_device() is None:  # the peer may have reached us meanwhile
+                return
         current = self.info.peers.get(rt.cfg.public_key)
         recent = current is not None and handshake_recent(current) and not rt.traffic.stalled
         if current is not None and current.endpoint == endpoint:
@@ -1092,6 +1101,7 @@ class DeviceWorker:
         rt.applied_at = now
         rt.fetch_backoff.reset()
         rt.next_fetch = now
+        self.portmap.path_broken(f"peer {rt.cfg.label}: {reason}")
         self.request_rediscover()
 
     def _schedule_ping(self, rt: PeerRuntime, *, soon: bool = False) -> None:

@@ -52,3 +52,11 @@ class WireGuardError(StunmeshError):
 
 class DeviceNotFound(WireGuardError):
     """The WireGuard interface does not exist (or vanished)."""
+
+
+class PortMapError(StunmeshError):
+    """No port mapping: the router does not speak a mapping protocol, refused, or lied."""
+
+
+class PortMapParseError(PortMapError, ValueError):
+    """A PCP, NAT-PMP or UPnP answer is malformed or not an answer to our request."""

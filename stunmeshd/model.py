@@ -198,6 +198,12 @@ class DeviceStatus(_Tracked):
     last_error: str = ""
     public_endpoints: tuple[str, ...] = ()
     nat_mapping: NatMapping = NatMapping.UNKNOWN
+    # the router's mapping of WireGuard's port (portmap/device.py), or why there is none
+    port_mapping: str = ""  # pcp | natpmp | upnp, "" = none
+    port_mapping_endpoint: str = ""
+    port_mapping_expires: int = 0  # µs since the epoch
+    port_mapping_reason: str = ""
+    endpoint_source: str = "stun"  # what the published IPv4 endpoint came from
     last_refresh: int = 0  # µs since the epoch
     next_refresh: int = 0
     peers: dict[str, PeerStatus] = field(default_factory=dict)  # by base64 public key

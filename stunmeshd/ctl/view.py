@@ -255,6 +255,8 @@ def render_status(snap: Snapshot) -> str:
             f"{endpoints}, NAT {dev.get('NatMapping', 'unknown')}, "
             f"{connected}/{len(peers)} peers connected"
         )
+        if dev.get("PortMapping"):
+            line += f", port mapped by {dev['PortMapping']} to {dev.get('PortMappingEndpoint')}"
         if dev.get("LastError"):
             line += f" — {dev['LastError']}"
         lines.append(line)
@@ -329,6 +331,7 @@ def render_device(snap: Snapshot, path: str, now: float | None = None) -> str:
         ("Protocol", str(dev.get("Protocol", "")) or "-"),
         ("Public endpoints", ", ".join(dev.get("PublicEndpoints", [])) or "none"),
         ("NAT mapping", nat_text(str(dev.get("NatMapping", "")))),
+        *port_mapping_fields(dev, now),
         ("Last refresh", when(dev.get("LastRefresh", 0), now)),
         ("Next refresh", when(dev.get("NextRefresh", 0), now)),
         ("Last error", str(dev.get("LastError", "")) or "none"),
@@ -349,6 +352,21 @@ NAT_TEXT = {
 
 def nat_text(mapping: str) -> str:
     return NAT_TEXT.get(mapping, mapping or "unknown")
+
+
+def port_mapping_fields(dev: dict[str, Any], now: float | None = None) -> list[tuple[str, str]]:
+    """The router's mapping of WireGuard's port, or why there is none (none from an older
+    daemon that lacks the properties)."""
+    if "PortMapping" not in dev:
+        return []
+    protocol = str(dev.get("PortMapping", ""))
+    if protocol:
+        mapped = f"{dev.get('PortMappingEndpoint', '')} by {protocol}"
+        mapped += f", expires {when(dev.get('PortMappingExpires', 0), now)}"
+    else:
+        mapped = f"none ({dev.get('PortMappingReason', '') or 'not tried'})"
+    source = str(dev.get("EndpointSource", "")) or "stun"
+    return [("Port mapping", mapped), ("Published from", source)]
 
 
 def render_peer(snap: Snapshot, path: str, now: float | None = None) -> str:

@@ -74,6 +74,24 @@ KEYS: tuple[Key, ...] = (
         "Which of the interface's own public endpoints to discover and publish.",
     ),
     Key(
+        "interfaces.<ifname>.port_mapping",
+        "auto, off, pcp, natpmp or upnp",
+        "auto",
+        "Ask the router to forward WireGuard's UDP port (and only that port): auto probes PCP, "
+        "NAT-PMP and UPnP IGD in parallel and uses the first that answers; a protocol name "
+        "uses only that one; off never asks. Behind a dependent (symmetric) NAT the mapped "
+        "endpoint is what gets published.",
+        "stunmeshd only; stunmesh-go ignores the key.",
+    ),
+    Key(
+        "interfaces.<ifname>.port_mapping_lifetime",
+        DURATION + ", 2s to 24h",
+        "2h",
+        "The mapping lifetime asked of the router; it is renewed at half the granted lifetime "
+        "and deleted when stunmeshd stops or the interface goes.",
+        "stunmeshd only; stunmesh-go ignores the key.",
+    ),
+    Key(
         "interfaces.<ifname>.proxy",
         "mapping",
         "",

@@ -30,6 +30,8 @@ from stunmeshd.lab.topology import NatMode
 SHOWN = (
     ("public endpoint", "discovered"),
     ("NAT mapping is", "NAT"),
+    ("port mapped", "port mapped"),
+    ("publishing ", "publish from"),
     ("published", "published"),
     ("no record yet", "fetch"),
     ("endpoint applied", "applied"),
@@ -148,15 +150,26 @@ async def follow_monitor(proc: asyncio.subprocess.Process, who: str, narrator: N
         narrator.add(who, "bus", monitor_line(event), at)
 
 
-async def demo(nat_a: NatMode, nat_b: NatMode, color: bool) -> int:
+async def demo(
+    nat_a: NatMode, nat_b: NatMode, color: bool, mapping_router: tuple[str, ...] = ()
+) -> int:
     async with PrivateBus() as bus_a, PrivateBus() as bus_b:
         await asyncio.gather(bus_a.start_polkit(), bus_b.start_polkit())
-        return await demo_on(nat_a, nat_b, color, {"a": bus_a, "b": bus_b})
+        return await demo_on(nat_a, nat_b, color, {"a": bus_a, "b": bus_b}, mapping_router)
 
 
-async def demo_on(nat_a: NatMode, nat_b: NatMode, color: bool, buses: dict[str, PrivateBus]) -> int:
+async def demo_on(
+    nat_a: NatMode,
+    nat_b: NatMode,
+    color: bool,
+    buses: dict[str, PrivateBus],
+    mapping_router: tuple[str, ...] = (),
+) -> int:
     print("stunmeshd demo: two hosts behind NAT find each other (network namespaces only)\n")
     async with MeshLab(nat_a=nat_a, nat_b=nat_b) as mesh:
+        if mapping_router:  # natA maps ports: miniupnpd (lab/miniupnpd.py)
+            await mesh.lab.start_mapping_router(mesh.lab.a, mapping_router)
+            print(f"natA runs miniupnpd offering {', '.join(mapping_router)}\n")
         print(topology_picture(mesh.lab, store="OpenDHT (3 dhtnodes) :8080-8082"))
         print(
             "\nWireGuard: wireguard-go. Each host has its own system bus (with polkitd) and "
@@ -241,10 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     choices = [m.value for m in NatMode]
     parser.add_argument("--nat-a", choices=choices, default=NatMode.PORT_CHANGING.value)
     parser.add_argument("--nat-b", choices=choices, default=NatMode.ENDPOINT_INDEPENDENT.value)
+    parser.add_argument(
+        "--mapping-router",
+        metavar="PROTOCOLS",
+        help="natA maps ports (miniupnpd) with these, comma-separated: pcp,natpmp,upnp",
+    )
     args = parser.parse_args(argv)
+    router = tuple(p for p in (args.mapping_router or "").split(",") if p)
+    if set(router) - {"pcp", "natpmp", "upnp"}:
+        parser.error("--mapping-router takes pcp, natpmp and/or upnp")
     try:
         color = use_color(sys.stdout, os.environ)
-        return asyncio.run(demo(NatMode(args.nat_a), NatMode(args.nat_b), color))
+        return asyncio.run(demo(NatMode(args.nat_a), NatMode(args.nat_b), color, router))
     except KeyboardInterrupt:
         print("\ninterrupted; the lab was torn down")
         return 130

@@ -21,6 +21,7 @@ import os
 import secrets
 import signal
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 from nacl.public import PrivateKey
 
 from stunmeshd.lab.dht import DhtCluster, start_dht_nodes
+from stunmeshd.lab.miniupnpd import MappingRouter
 from stunmeshd.lab.netns import (
     Host,
     LabError,
@@ -198,8 +200,12 @@ def nat_rules(site: Site, mode: NatMode, *, ipv6: bool = False) -> str:
         )
     else:
         snat = 'oifname "pub" masquerade random'
-    return f"""
-flush ruleset
+    # only the lab's own tables are replaced: others (a mapping router's) keep their rules
+    own = ["ip nat", "inet filter", "ip6 firewall"]
+    reset = "".join(f"table {t} {{}}\ndelete table {t}\n" for t in own)
+    return (
+        reset
+        + f"""
 table ip nat {{
   chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}
   chain postrouting {{
@@ -214,7 +220,9 @@ table inet filter {{
     iifname "pub" meta l4proto udp drop
   }}
 }}
-""" + (IPV6_FIREWALL if ipv6 else "")
+"""
+        + (IPV6_FIREWALL if ipv6 else "")
+    )
 
 
 def lab_owners() -> dict[str, int]:
@@ -442,6 +450,15 @@ class Lab(Resource):
         site.nat, site.snat_port = mode, snat_port
         rules = nat_rules(site, mode, ipv6=self.ipv6)
         await site.router.run("nft", "-f", "-", input=rules.encode())
+
+    async def start_mapping_router(
+        self, site: Site, protocols: Collection[str] = ("pcp", "natpmp", "upnp")
+    ) -> MappingRouter:
+        """miniupnpd on the site's router (lab/miniupnpd.py), speaking only ``protocols``."""
+        router = MappingRouter(self, site, protocols)
+        await router.setup()
+        await router.start()
+        return router
 
     async def set_ipv6_path(self, up: bool) -> None:
         """Cut (``up=False``) or restore IPv6 forwarding between the sites in the wan.

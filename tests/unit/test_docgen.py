@@ -124,6 +124,8 @@ ping_monitor: {interval: 1s, timeout: 1s, fixed_retries: 3}
 interfaces:
   wg0:
     protocol: ipv4
+    port_mapping: auto
+    port_mapping_lifetime: 2h
     proxy: {}
     listen_interfaces: [eth0]
     listen_default_route: false
@@ -193,6 +195,7 @@ def test_every_key_the_loader_knows_is_documented() -> None:
     loader |= {"stun.address", "stun.addresses"}
     iface = "interfaces.<ifname>"
     loader |= {f"{iface}.{k}" for k in config_module._LINUX_NOOP_KEYS} | {f"{iface}.protocol"}
+    loader |= {f"{iface}.{k}" for k in config_module._PORT_MAPPING_KEYS}
     peer = f"{iface}.peers.<label>"
     loader |= {f"{peer}.{k}" for k in config_module._PEER_KEYS if k != "ping"}
     loader |= {f"{peer}.ping.{k}" for k in config_module._PING_KEYS}
