@@ -135,6 +135,51 @@ def _open_socket() -> socket.socket:
     return sock
 
 
+RTM_GETADDR, RTM_GETROUTE = 22, 26
+NLMSG_MIN_TYPE = 16  # below: control messages (noop, error, done, overrun)
+
+
+async def rtnl_dump(kind: int, request: bytes) -> list[tuple[bytes, int]]:
+    """Every (payload, offset) of a one-shot rtnetlink dump (RTM_GETROUTE, RTM_GETADDR, ...).
+
+    ``request`` is the family header (``RTMSG``, ``IFADDRMSG``); each payload starts with the
+    answer's header at ``offset``. Raises OSError for an error reply.
+    """
+    loop = asyncio.get_running_loop()
+    with socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0
+    ) as sock:
+        sock.bind((0, 0))
+        header = NLMSG_HDR.pack(
+            NLMSG_HDR.size + len(request), kind, NLM_F_REQUEST | NLM_F_DUMP, DUMP_SEQ, 0
+        )
+        await loop.sock_sendall(sock, header + request)
+        found: list[tuple[bytes, int]] = []
+        while True:
+            data = await loop.sock_recv(sock, RECV_SIZE)
+            offset = 0
+            while offset + NLMSG_HDR.size <= len(data):
+                length, mtype, _flags, _seq, _pid = NLMSG_HDR.unpack_from(data, offset)
+                if length < NLMSG_HDR.size or offset + length > len(data):
+                    break
+                if mtype == NLMSG_DONE:
+                    return found
+                if mtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, offset + NLMSG_HDR.size)
+                    if code < 0:
+                        raise OSError(-code, "rtnetlink dump failed")
+                elif mtype >= NLMSG_MIN_TYPE:
+                    found.append((data[offset : offset + length], NLMSG_HDR.size))
+                offset += _align(length)
+            if not data:
+                return found
+
+
+def attrs_of(payload: bytes, offset: int) -> dict[int, bytes]:
+    """The rtattrs of one message from ``offset`` (after its family header) by type."""
+    return dict(_attrs(payload, offset, len(payload)))
+
+
 class NetWatch:
     """Calls ``on_link`` for link events and ``on_change`` for address/route changes.
 

@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from stunmeshd.errors import PortMapError, PortMapParseError
+from stunmeshd.netwatch import (
+    IFADDRMSG,
+    RT_TABLE_MAIN,
+    RTM_GETADDR,
+    RTM_GETROUTE,
+    RTMSG,
+    attrs_of,
+    rtnl_dump,
+)
 from stunmeshd.portmap import natpmp, pcp
 from stunmeshd.portmap.machine import Map, Phase, PortMapMachine, Probe, Protocol, Status, Unmap
 
@@ -54,28 +64,49 @@ class Gateway:
 
 
 async def find_gateway() -> Gateway | None:
-    """The main table's default route and the address we have on its subnet, or None."""
-    # imported here: pyroute2 costs ~12 MB, wanted only where port mapping runs
-    from pyroute2 import AsyncIPRoute
+    """The main table's default route and the address we have on its subnet, or None.
 
-    async with AsyncIPRoute() as ipr:
-        best: tuple[int, str, int] | None = None
-        async for route in await ipr.route("dump", family=socket.AF_INET, table=254):
-            gateway = route.get("RTA_GATEWAY")
-            if route["dst_len"] != 0 or not gateway:
-                continue
-            metric = route.get("RTA_PRIORITY") or 0
-            if best is None or metric < best[0]:
-                best = (metric, gateway, route.get("RTA_OIF"))
-        if best is None:
-            return None
-        _metric, gateway, oif = best
-        async for addr in await ipr.addr("dump", family=socket.AF_INET, index=oif):
-            local = addr.get("IFA_ADDRESS")
-            network = ipaddress.IPv4Network(f"{local}/{addr['prefixlen']}", strict=False)
-            if ipaddress.IPv4Address(gateway) in network:
-                return Gateway(gateway, local, network)
+    Read with two rtnetlink dumps (netwatch's reader: a netlink library costs ~12 MB).
+    """
+    best: tuple[int, str, int] | None = None
+    request = RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
+    for payload, offset in await rtnl_dump(RTM_GETROUTE, request):
+        if len(payload) < offset + RTMSG.size:
+            continue
+        _family, dst_len, _src, _tos, table, *_ = RTMSG.unpack_from(payload, offset)
+        attrs = attrs_of(payload, offset + RTMSG.size)
+        if len(attrs.get(RTA_TABLE, b"")) == 4:
+            (table,) = struct.unpack("=I", attrs[RTA_TABLE])
+        gateway = attrs.get(RTA_GATEWAY, b"")
+        if table != RT_TABLE_MAIN or dst_len != 0 or len(gateway) != 4:
+            continue
+        metric = _u32(attrs.get(RTA_PRIORITY))
+        if best is None or metric < best[0]:
+            best = (metric, socket.inet_ntoa(gateway), _u32(attrs.get(RTA_OIF)))
+    if best is None:
+        return None
+    _metric, gateway_ip, oif = best
+    request = IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)
+    for payload, offset in await rtnl_dump(RTM_GETADDR, request):
+        if len(payload) < offset + IFADDRMSG.size:
+            continue
+        _family, prefixlen, _flags, _scope, index = IFADDRMSG.unpack_from(payload, offset)
+        local = attrs_of(payload, offset + IFADDRMSG.size).get(IFA_ADDRESS, b"")
+        if index != oif or len(local) != 4:
+            continue
+        local_ip = socket.inet_ntoa(local)
+        network = ipaddress.IPv4Network(f"{local_ip}/{prefixlen}", strict=False)
+        if ipaddress.IPv4Address(gateway_ip) in network:
+            return Gateway(gateway_ip, local_ip, network)
     return None
+
+
+RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 4, 5, 6, 15
+IFA_ADDRESS = 1
+
+
+def _u32(raw: bytes | None) -> int:
+    return int(struct.unpack("=I", raw)[0]) if raw is not None and len(raw) == 4 else 0
 
 
 def ssdp_location(gateway: Gateway, headers: Any) -> str | None:
