@@ -7,13 +7,16 @@ PY      := $(VENV)/bin/python
 DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nftables \
            iproute2 iputils-ping util-linux dbus-daemon polkitd python3-venv python3-gi \
            systemd procps libglib2.0-bin
+# make deb and its test: dpkg-shlibdeps and strip (dpkg-dev), lintian
+DEBS    += dpkg-dev lintian
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 
 PREFIX  ?= /usr
 DESTDIR ?=
+WHEELHOUSE ?=
 
-.PHONY: all deps venv test lint demo install clean $(addprefix bench-,$(BENCHES))
+.PHONY: all deps venv test lint demo install uninstall wheelhouse deb clean $(addprefix bench-,$(BENCHES))
 
 all: test
 
@@ -46,10 +49,24 @@ demo: deps venv
 $(addprefix bench-,$(BENCHES)): bench-%: deps venv
 	$(PY) bench/$*.py
 
-# The package and the system files (bus policy, activation, introspection XML, polkit
-# actions, systemd unit) under conventional prefixes; DESTDIR is honoured for packagers.
+# ---- installing and packaging (packaging/) ----
+# install: a private runtime (virtualenv of /usr/bin/python3 with the pinned dependencies) in
+# $(PREFIX)/lib/stunmeshd, $(PREFIX)/bin/stunmeshd and stunmeshctl, and the system files of
+# packaging/files; DESTDIR is honoured for packagers. WHEELHOUSE=dir installs offline.
 install:
-	DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) packaging/install.sh
+	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' WHEELHOUSE='$(WHEELHOUSE)' packaging/install.sh
+
+# removes exactly what install made (its manifest, $(PREFIX)/lib/stunmeshd/installed-files)
+uninstall:
+	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' packaging/uninstall.sh
+
+# every wheel install needs, for building without network: make wheelhouse WHEELHOUSE=dir
+wheelhouse:
+	packaging/wheelhouse.sh $(or $(WHEELHOUSE),build/wheelhouse)
+
+# dist/stunmeshd_VERSION_ARCH.deb (plain dpkg-deb around install; packaging/deb/build.sh)
+deb:
+	WHEELHOUSE='$(WHEELHOUSE)' packaging/deb/build.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -700,7 +700,15 @@ async def test_systemd_unit_verifies_and_is_well_sandboxed(tmp_path: Path) -> No
     from tests.prereq import require_tools
 
     require_tools("systemd-analyze")
-    unit = (REPO / "systemd" / "stunmeshd.service").read_text()
+    # the unit as installed: packaging/install.sh renders the template for PREFIX=/usr
+    install = str(REPO / "packaging" / "install.sh")
+    destdir = f"DESTDIR={tmp_path / 'root'}"
+    rendered = await run("env", destdir, "PREFIX=/usr", install, "--data-only")
+    assert rendered.returncode == 0, rendered.stderr
+    installed = tmp_path / "root" / "usr" / "lib" / "systemd" / "system" / "stunmeshd.service"
+    unit = installed.read_text()
+    assert not re.search(r"@[a-z]+@", unit)  # every placeholder replaced
+    assert "ExecStart=/usr/bin/stunmeshd\n" in unit
     for required in (
         "Type=dbus",
         f"BusName={BUS_NAME}",
@@ -719,9 +727,7 @@ async def test_systemd_unit_verifies_and_is_well_sandboxed(tmp_path: Path) -> No
     verify = await run("systemd-analyze", "verify", str(copy))
     assert verify.returncode == 0, verify.stderr
     assert "stunmeshd.service" not in verify.stderr, verify.stderr  # no warning about our unit
-    security = await run(
-        "systemd-analyze", "security", "--offline=yes", str(REPO / "systemd" / "stunmeshd.service")
-    )
+    security = await run("systemd-analyze", "security", "--offline=yes", str(installed))
     match = re.search(r"Overall exposure level for stunmeshd.service: (\d+\.\d+)", security.stdout)
     assert match, security.stdout[-500:]
     assert float(match.group(1)) <= 2.5
