@@ -3,10 +3,12 @@
 This is the product's whole job on one machine: the end-to-end tests, the convergence
 benchmark and ``make demo`` all run it.
 
-``kernel`` names the sites whose WireGuard is a kernel device instead of wireguard-go (only
-where the kernel has the module: the VM tier). ``protocol`` (the interfaces') and ``peer_protocol`` (each peer's) are the config's; any IPv6
+``protocol`` (the interfaces') and ``peer_protocol`` (each peer's) are the config's; any IPv6
 in them builds the lab dual stack (``Lab(ipv6=True)``). With ``protocol="ipv6"`` the hosts
 also reach the OpenDHT proxies over IPv6, so an IPv6-only pair uses no IPv4 at all.
+
+``kernel`` names the sites whose WireGuard is a kernel device instead of wireguard-go (only
+where the kernel has the module: the VM tier).
 """
 
 from __future__ import annotations
