@@ -16,6 +16,7 @@ kernel. What this does instead, in one short file:
   overlaid ``/tmp`` over 9p);
 - the control channel is a second, writable 9p share at ``/vmshare``: the oneshot unit runs
   ``run.sh`` from it, writes the output and exit status there, and powers the machine off;
+  files the script writes to ``/vmshare/out`` come back in :attr:`VmRun.files`;
 - no network device (``-nic none``); a soft lockup panics (``softlockup_panic=1``) and the run is
   retried once.
 """
@@ -115,6 +116,7 @@ class VmRun:
     console: str
     boot_s: float  # kernel uptime when the script started: boot to "systemd ran our unit"
     wall_s: float  # qemu start to exit
+    files: dict[str, bytes]  # what the script left in /vmshare/out
 
 
 def kernel_release() -> str:
@@ -246,6 +248,7 @@ class Vm:
             (share / "units" / RUN_UNIT).write_text(RUN_UNIT_TEXT)
             (share / "prepare.sh").write_text(PREPARE)
             (share / "run.sh").write_text(script)
+            (share / "out").mkdir()
             console = share / "console.log"
             start = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
@@ -283,6 +286,7 @@ class Vm:
                 console=log,
                 boot_s=float(uptime) if uptime else 0.0,
                 wall_s=wall,
+                files={p.name: p.read_bytes() for p in (share / "out").iterdir() if p.is_file()},
             )
         finally:
             shutil.rmtree(share, ignore_errors=True)
