@@ -9,6 +9,8 @@ DEBS    := wireguard-go wireguard-tools coturn dhtnode stun-server conntrack nft
            systemd procps libglib2.0-bin
 # make deb and its test: dpkg-shlibdeps and strip (dpkg-dev), lintian
 DEBS    += dpkg-dev lintian
+# the VM tier (make test-vm): qemu, Debian's kernel (it has wireguard.ko), a static busybox
+DEBS    += qemu-system-x86 linux-image-amd64 busybox-static
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 
@@ -16,7 +18,7 @@ PREFIX  ?= /usr
 DESTDIR ?=
 WHEELHOUSE ?=
 
-.PHONY: all deps venv test lint demo install uninstall wheelhouse deb clean $(addprefix bench-,$(BENCHES))
+.PHONY: all deps venv test test-vm lint demo install uninstall wheelhouse deb clean $(addprefix bench-,$(BENCHES))
 
 all: test
 
@@ -35,7 +37,11 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 test: deps venv
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not vm"
+
+# The VM tier (tests/vm, README "The VM tier"): the .deb under systemd, kernel WireGuard.
+test-vm: deps venv deb
+	$(PY) -m pytest -m vm tests/vm
 
 lint: venv
 	$(VENV)/bin/ruff check stunmeshd tests bench
