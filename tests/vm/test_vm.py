@@ -45,7 +45,8 @@ def guest_script() -> str:
     modules = " ".join(f"tests/vm/{m}" for m in GUEST_MODULES)
     return (
         f"cd {REPO}\n"
-        f"CI=true {sys.executable} -m pytest -p no:cacheprovider -q -rA -s "
+        f"CI=true {sys.executable} -m pytest -p no:cacheprovider -q -rA --durations=0 "
+        "-o junit_logging=system-out "
         f"--junitxml=/vmshare/out/junit.xml {modules}\n"
     )
 
@@ -56,8 +57,11 @@ def parse_junit(xml: bytes) -> dict[str, str | None]:
     for case in ET.fromstring(xml).iter("testcase"):
         module = case.get("classname", "").rsplit(".", 1)[-1] + ".py"
         problem = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
+        out = case.findtext("system-out") or ""
         text = (
-            None if problem is None else f"{problem.tag}: {problem.get('message')}\n{problem.text}"
+            None
+            if problem is None
+            else f"{problem.tag}: {problem.get('message')}\n{problem.text}\n{out[-6000:]}"
         )
         results[f"{module}::{case.get('name')}"] = text
     return results
@@ -71,6 +75,7 @@ def guest_results() -> tuple[dict[str, str | None], str]:
     with Vm() as vm:
         run = asyncio.run(vm.run(guest_script(), timeout=VM_TIMEOUT))
     print(f"VM: systemd ran the tests {run.boot_s:.1f}s after boot; whole run {run.wall_s:.0f}s")
+    print(run.output[-3000:])
     junit = run.files.get("junit.xml")
     assert junit, f"the guest's pytest wrote no report (exit {run.status}):\n{run.output}"
     return parse_junit(junit), run.output
