@@ -13,6 +13,7 @@ DEBS    += dpkg-dev lintian
 DEBS    += qemu-system-x86 linux-image-amd64 busybox-static
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
+BENCHES += kernel_wg
 
 PREFIX  ?= /usr
 DESTDIR ?=

@@ -171,3 +171,34 @@ def test_enabled_service_is_started_by_a_bus_call() -> None:
         assert sh("systemctl", "is-active", UNIT).stdout.strip() == "active"
     finally:
         sh("systemctl", "disable", "--now", UNIT)
+
+
+def test_active_local_user_may_refresh_through_polkit() -> None:
+    """polkit's allow_active (Refresh: yes) through the real polkitd and a real logind
+    session: a login on tty2 (PAM "login", so pam_systemd registers it on seat0), made the
+    foreground VT. The same user outside that session is refused (allow_any: auth_admin)."""
+    sh("useradd", "--create-home", "smtester")
+    out = Path("/tmp/smtester-call")
+    call = f"busctl call {BUS_NAME} {OBJECT} {IFACE} Refresh a{{sv}} 0"
+    sh("systemctl", "start", UNIT)
+    try:
+        refused = sh("runuser", "-u", "smtester", "--", *call.split(), check=False)
+        assert refused.returncode != 0
+        assert "AccessDenied" in refused.stderr or "not authorized" in refused.stderr.lower()
+
+        sh("/bin/busybox", "chvt", "2")
+        script = (
+            f"loginctl show-session $XDG_SESSION_ID -p Active -p Seat -p Remote > {out}; "
+            f"{call} >> {out} 2>&1; echo rc=$? >> {out}"
+        )
+        sh(
+            "systemd-run", "--wait", "--collect", "--unit=smtester-login",
+            "-p", "PAMName=login", "-p", "User=smtester", "-p", "TTYPath=/dev/tty2",
+            "-p", "StandardInput=tty", "-p", "StandardOutput=tty",
+            "/bin/sh", "-c", script,
+        )  # fmt: skip
+        lines = out.read_text().splitlines()
+        assert {"Active=yes", "Seat=seat0", "Remote=no"} <= set(lines), lines
+        assert lines[-1] == "rc=0", lines
+    finally:
+        sh("systemctl", "stop", UNIT)
