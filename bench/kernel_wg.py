@@ -22,14 +22,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stunmeshd.lab.mesh import MeshLab  # noqa: E402
+from stunmeshd.lab.sysbus import PrivateBus  # noqa: E402
 from stunmeshd.lab.vm import Vm, prerequisites  # noqa: E402
 
 RESULT_PREFIX = "kernel_median_s="
 
 
 async def one_run(kernel: bool) -> float:
-    async with MeshLab(log_level="info", kernel=("a", "b") if kernel else ()) as mesh:
-        started = await mesh.start_daemons()
+    # the VM has a system bus (systemd's): each daemon gets a bus of its own instead, as two
+    # hosts would, rather than both claiming the one name there
+    async with (
+        PrivateBus() as bus_a,
+        PrivateBus() as bus_b,
+        MeshLab(log_level="info", kernel=("a", "b") if kernel else ()) as mesh,
+    ):
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(
+            mesh.start_daemon(mesh.a, "--bus", bus_a.address),
+            mesh.start_daemon(mesh.b, "--bus", bus_b.address),
+        )
         seen = await mesh.wait_handshake(timeout=60, interval=0.01)
         return seen - started
 
