@@ -74,7 +74,7 @@ async def test_kernel_wireguard_on_both_hosts_forms_the_tunnel() -> None:
     async with PrivateBus() as bus, MeshLab(kernel=("a", "b")) as mesh:
         async with systemd_daemon(mesh, mesh.a, mesh.b):
             await mesh.start_daemon(mesh.b, "--bus", bus.address)
-            await mesh.wait_handshake(timeout=90)
+            await mesh.wait_handshake(timeout=90, interval=0.5)
             await pings(mesh)
             assert await mesh.a.peer_endpoint() == B_PUBLIC
             assert await mesh.b.peer_endpoint() == "198.51.100.10:40000"  # A's NAT moves ports
@@ -87,7 +87,7 @@ async def test_kernel_and_wireguard_go_form_the_tunnel() -> None:
         assert mesh.b.wg.process is not None  # B runs wireguard-go
         async with systemd_daemon(mesh, mesh.a, mesh.b):
             await mesh.start_daemon(mesh.b, "--bus", bus.address)
-            await mesh.wait_handshake(timeout=90)
+            await mesh.wait_handshake(timeout=90, interval=0.5)
             await pings(mesh)
             assert device_property("wg0", "Backend") == "kernel"
 
@@ -102,7 +102,7 @@ async def test_netlink_changes_are_followed_without_a_restart() -> None:
         host = mesh.a.site.host
         async with systemd_daemon(mesh, mesh.a, mesh.b):
             await mesh.start_daemon(mesh.b, "--bus", bus.address)
-            await mesh.wait_handshake(timeout=90)
+            await mesh.wait_handshake(timeout=90, interval=0.5)
             pid = unit_property("MainPID")
 
             await host.run("wg", "set", "wg0", "listen-port", "51821")
