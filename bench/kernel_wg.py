@@ -3,7 +3,8 @@
 The VM (stunmeshd.lab.vm: Debian's kernel, which has wireguard.ko, under qemu/TCG) runs the
 lab N times with kernel devices on both hosts and N times with wireguard-go on both,
 interleaved so that a load change on the machine hits both alike. Each run: two stunmeshd
-daemons started together, time to the first handshake on both sides (as bench/convergence.py).
+daemons started together, time to the first handshake on both sides (as bench/convergence.py,
+through the directory store: no dhtnodes to start under TCG).
 The kernel path must not be the slower one: its peers are re-created like wireguard-go's
 (reset_peer), so no 5 s hold-back applies. Absolute figures are TCG's (Python alone takes
 seconds to start), not a real machine's.
@@ -40,7 +41,7 @@ async def one_run(kernel: bool) -> tuple[float, float]:
     async with (
         PrivateBus() as bus_a,
         PrivateBus() as bus_b,
-        MeshLab(log_level="info", kernel=("a", "b") if kernel else ()) as mesh,
+        MeshLab(log_level="info", store="dir", kernel=("a", "b") if kernel else ()) as mesh,
     ):
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -70,7 +71,10 @@ async def guest(runs: int) -> None:
         for name in sorted(times, reverse=i % 2 == 1):
             elapsed = await one_run(kernel=name == "kernel")
             times[name].append(elapsed)
-            print(f"{name} run {i + 1}: {elapsed[0]:.3f} s ({elapsed[1]:.3f} s after start-up)")
+            print(
+                f"{name} run {i + 1}: {elapsed[0]:.3f} s ({elapsed[1]:.3f} s after start-up)",
+                flush=True,
+            )
     kernel = times["kernel"]
     wggo = times["wireguard-go"]
     print(
@@ -89,7 +93,7 @@ async def host(runs: int) -> int:
         return 1
     script = f"cd {REPO}\n{sys.executable} bench/kernel_wg.py --guest --runs {runs}\n"
     with Vm() as vm:
-        run = await vm.run(script, timeout=120 + runs * 120)
+        run = await vm.run(script, timeout=180 + runs * 240)
     print(run.output, end="")
     print(f"(VM: systemd ran the bench {run.boot_s:.1f}s after boot; whole run {run.wall_s:.0f}s)")
     lines = [line for line in run.output.splitlines() if line.startswith(RESULT_PREFIX)]
