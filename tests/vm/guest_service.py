@@ -184,7 +184,9 @@ def test_active_local_user_may_refresh_through_polkit() -> None:
     try:
         refused = sh("runuser", "-u", "smtester", "--", *call.split(), check=False)
         assert refused.returncode != 0
-        assert "AccessDenied" in refused.stderr or "not authorized" in refused.stderr.lower()
+        # org.freedesktop.DBus.Error.AccessDenied, as busctl renders it; the bus policy lets
+        # everyone send to the interface, so it is the daemon's polkit check that refused
+        assert "Access denied" in refused.stderr
 
         sh("/bin/busybox", "chvt", "2")
         script = (
