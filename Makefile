@@ -14,6 +14,7 @@ DEBS    += qemu-system-x86 linux-image-amd64 busybox-static
 
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 BENCHES += kernel_wg
+BENCHES += bus_reconnect
 
 PREFIX  ?= /usr
 DESTDIR ?=

@@ -8,6 +8,7 @@ prefix=$PREFIX
 bindir=$PREFIX/bin
 datadir=$PREFIX/share
 docdir=$datadir/doc/stunmeshd
+if [ "$PREFIX" = /usr ]; then sysconfdir=/etc; else sysconfdir=$PREFIX/etc; fi
 unitdir=${UNITDIR:-$PREFIX/lib/systemd/system}
 runtimedir=$PREFIX/lib/stunmeshd       # the private virtualenv
 manifest=$runtimedir/installed-files   # every path install.sh made, for uninstall.sh

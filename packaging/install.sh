@@ -38,7 +38,22 @@ fi
 
 made=$(mktemp)
 work=$(mktemp -d)
-trap 'rm -rf "$made" "$work"' EXIT
+venv="$DESTDIR$runtimedir"
+# a failed install takes back what it made, so nothing is left half-installed
+finish() {
+    local status=$?
+    if [ "$status" -ne 0 ] && [ "$data_only" = no ]; then
+        echo "install failed: removing what it installed" >&2
+        if [ -d "$venv" ]; then
+            find "$venv" -mindepth 1 -type d -printf "$runtimedir/%P/\n" >> "$made"
+            find "$venv" ! -type d -printf "$runtimedir/%P\n" >> "$made"
+        fi
+        "$here/packaging/uninstall.sh" "$made" || true
+    fi
+    rm -rf "$made" "$work"
+    exit "$status"
+}
+trap finish EXIT
 
 # A directory and each missing parent; those below PREFIX are recorded for uninstall (PREFIX
 # itself and what is above it, e.g. /usr in a staging tree, belong to the system).
@@ -52,7 +67,8 @@ make_dir() {
 
 subst() {
     sed -e "s#@prefix@#$prefix#g" -e "s#@bindir@#$bindir#g" -e "s#@datadir@#$datadir#g" \
-        -e "s#@docdir@#$docdir#g" -e "s#@unitdir@#$unitdir#g" -e "s#@runtimedir@#$runtimedir#g"
+        -e "s#@docdir@#$docdir#g" -e "s#@unitdir@#$unitdir#g" -e "s#@runtimedir@#$runtimedir#g" \
+        -e "s#@sysconfdir@#$sysconfdir#g"
 }
 
 # ---- the system files (packaging/files) ----------------------------------------------------
@@ -86,7 +102,6 @@ if [ -z "${WHEELHOUSE:-}" ]; then
     "$here/packaging/wheelhouse.sh" "$WHEELHOUSE"
 fi
 [ -d "$WHEELHOUSE" ] || { echo "WHEELHOUSE=$WHEELHOUSE: no such directory" >&2 && exit 1; }
-venv="$DESTDIR$runtimedir"
 make_dir "$runtimedir"
 "$BASE_PYTHON" -m venv "$venv"  # pip comes from Debian's ensurepip wheels: no network
 # pip sees only the wheelhouse: no index, no user or site pip configuration, no PIP_* variables

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Remove exactly what packaging/install.sh installed at DESTDIR/PREFIX, following its manifest:
+# Remove exactly what packaging/install.sh installed at DESTDIR/PREFIX, following its manifest
+# (or the list given as the argument):
 # the files and links, then the directories it made, deepest first, if they are empty (a
 # directory something else put a file into stays).
 set -euo pipefail
@@ -7,11 +8,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=packaging/dirs.sh
 . "$here/packaging/dirs.sh"
 
-if [ ! -f "$DESTDIR$manifest" ]; then
-    echo "stunmeshd is not installed at $DESTDIR$PREFIX (no $DESTDIR$manifest)" >&2
+list=${1:-$DESTDIR$manifest}  # install.sh passes its list so far when it fails
+if [ ! -f "$list" ]; then
+    echo "stunmeshd is not installed at $DESTDIR$PREFIX (no $list)" >&2
     exit 1
 fi
-entries=$(cat "$DESTDIR$manifest")
+entries=$(cat "$list")
 # byte code Python wrote next to the runtime's own modules is part of the runtime
 find "$DESTDIR$runtimedir" -depth -type d -name __pycache__ -exec rm -rf {} + 2> /dev/null || true
 grep -v '/$' <<< "$entries" | while IFS= read -r path; do

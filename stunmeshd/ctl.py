@@ -156,6 +156,12 @@ def error_from_reply(name: str, body: Sequence[Any], member: str) -> CtlError:
     text = str(body[0]) if body and isinstance(body[0], str) else name
     if name in (Error.SERVICE_UNKNOWN, Error.NAME_HAS_NO_OWNER):
         return CtlError("stunmeshd is not running (nobody owns " + BUS_NAME + ")", EXIT_NOT_RUNNING)
+    if name in (Error.NO_SUCH_UNIT, Error.UNIT_MASKED):
+        return CtlError(
+            f"stunmeshd is not running and the bus may not start it ({text}); "
+            "enable it: systemctl enable --now stunmeshd",
+            EXIT_NOT_RUNNING,
+        )
     if name == Error.ACCESS_DENIED:
         return CtlError(f"not authorized to {member}: {text}", EXIT_NOT_AUTHORIZED)
     if name == Error.INTERACTIVE_AUTHORIZATION_REQUIRED:

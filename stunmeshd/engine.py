@@ -41,9 +41,13 @@ from stunmeshd.errors import (
 )
 from stunmeshd.health import TrafficWatch, ping
 from stunmeshd.model import (
+    Changed,
+    DeviceAdded,
+    DeviceRemoved,
     DeviceState,
     DeviceStatus,
     EndpointChanged,
+    Event,
     ManagerState,
     Model,
     PeerState,
@@ -148,6 +152,8 @@ class DeviceWorker:
         # interface does, and a re-created interface gets a fresh object (and number).
         self.status = self._detached_status()
         self.peers: dict[bytes, PeerRuntime] = {}
+        # configured peers the interface lacks: on the bus as NOT_ON_DEVICE, nothing more
+        self.absent: dict[bytes, PeerStatus] = {}
         self._guards: dict[bytes, crypto.RecordGuard] = {}  # outlive re-created devices
         self.info: DeviceInfo | None = None
         self.discovery = Discovery()
@@ -416,7 +422,7 @@ class DeviceWorker:
         self.info = None
         if self.present:
             log.warning("device vanished iface=%s", self.cfg.name)
-            for key in list(self.peers):
+            for key in [*self.peers, *self.absent]:
                 self._remove_peer(key)
             self.engine.model.remove_device(self.cfg.name)
         # it may come back driven by something else (wireguard-go vs the kernel)
@@ -434,13 +440,16 @@ class DeviceWorker:
         self.cfg = cfg
         self.status.update(protocol=cfg.protocol)
         configured = {p.public_key: p for p in cfg.peers.values()}
-        for key in list(self.peers):
+        for key in [*self.peers, *self.absent]:
             if key not in configured:
                 self._remove_peer(key)
         for key, rt in self.peers.items():
             new = configured[key]
             if new != rt.cfg:
                 self._reconfigure_peer(rt, new)
+        for key, status in self.absent.items():
+            new = configured[key]
+            status.update(name=new.label, store=new.plugin, protocol=new.protocol)
         self._warned.clear()
         self._full_requested = True
         self._wake.set()
@@ -454,21 +463,18 @@ class DeviceWorker:
         rt.status.update(name=new.label, store=new.plugin, protocol=new.protocol)
 
     def _sync_peers(self, info: DeviceInfo) -> None:
-        """Manage the peers that are both configured and on the device; warn about the rest."""
+        """Manage the peers that are both configured and on the device; show configured peers
+        the device lacks as NOT_ON_DEVICE (the same object moves on once WireGuard has them);
+        warn about the rest."""
         configured = {p.public_key: p for p in self.cfg.peers.values()}
+        for key in [*self.peers, *self.absent]:
+            if key not in configured:
+                self._remove_peer(key)
         for key, peer_cfg in configured.items():
             if key in info.peers and key not in self.peers:
                 self._add_peer(peer_cfg)
-            elif key not in info.peers:
-                self._warn_once(
-                    f"missing:{b64(key)}",
-                    "configured peer is not on the device, skipping iface=%s peer=%s",
-                    self.cfg.name,
-                    peer_cfg.label,
-                )
-        for key in list(self.peers):
-            if key not in configured or key not in info.peers:
-                self._remove_peer(key)
+            elif key not in info.peers and key not in self.absent:
+                self._set_absent(peer_cfg)
         for key in info.peers:
             if key not in configured:
                 self._warn_once(
@@ -485,14 +491,58 @@ class DeviceWorker:
             self._warned.add(tag)
             log.warning(msg, *args)
 
-    def _add_peer(self, cfg: PeerConfig) -> None:
-        status = self.engine.model.add_peer(
-            self.status,
-            name=cfg.label,
-            public_key=b64(cfg.public_key),
-            store=cfg.plugin,
-            protocol=cfg.protocol,
+    def _set_absent(self, cfg: PeerConfig) -> None:
+        """The interface lacks this configured peer: stop working on it, and say why."""
+        reason = (
+            f"not on WireGuard interface {self.cfg.name}: stunmeshd only sets endpoints of "
+            "peers WireGuard already has (add it with wg set or the network configuration)"
         )
+        self._warn_once(
+            f"missing:{b64(cfg.public_key)}",
+            "configured peer is not on the device, skipping iface=%s peer=%s",
+            self.cfg.name,
+            cfg.label,
+        )
+        rt = self.peers.pop(cfg.public_key, None)
+        if rt is not None and rt.watch is not None:
+            rt.watch.cancel()
+        status = self.status.peers.get(b64(cfg.public_key))
+        fields: dict[str, Any] = {
+            "state": PeerState.NOT_ON_DEVICE,
+            "last_error": reason,
+            "endpoint": "",
+            "latest_handshake": 0,
+            "rx_bytes": 0,
+            "tx_bytes": 0,
+        }
+        if status is None:
+            status = self.engine.model.add_peer(
+                self.status,
+                name=cfg.label,
+                public_key=b64(cfg.public_key),
+                store=cfg.plugin,
+                protocol=cfg.protocol,
+                **fields,
+            )
+        else:
+            status.update(**fields)
+        self.absent[cfg.public_key] = status
+
+    def _add_peer(self, cfg: PeerConfig) -> None:
+        status = self.absent.pop(cfg.public_key, None)
+        if status is None:
+            status = self.engine.model.add_peer(
+                self.status,
+                name=cfg.label,
+                public_key=b64(cfg.public_key),
+                store=cfg.plugin,
+                protocol=cfg.protocol,
+            )
+        else:  # WireGuard gained the peer: the same object moves on, with a full cycle
+            status.update(state=PeerState.UNKNOWN, last_error="")
+            self._warned.discard(f"missing:{b64(cfg.public_key)}")
+            self._full_requested = True
+            self._wake.set()
         cap = max(self.engine.config.refresh_interval, FETCH_BACKOFF_START)
         self.peers[cfg.public_key] = PeerRuntime(
             guard=self._guards.setdefault(cfg.public_key, crypto.RecordGuard()),
@@ -511,6 +561,7 @@ class DeviceWorker:
         )
 
     def _remove_peer(self, key: bytes) -> None:
+        self.absent.pop(key, None)
         rt = self.peers.pop(key, None)
         if rt is not None:
             log.info("peer removed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
@@ -549,7 +600,7 @@ class DeviceWorker:
             await asyncio.sleep(backoff.next())
 
     def remove_all(self) -> None:
-        for key in list(self.peers):
+        for key in [*self.peers, *self.absent]:
             self._remove_peer(key)
         self.engine.model.remove_device(self.cfg.name)
 
@@ -1015,6 +1066,7 @@ class Engine:
         self.stores: dict[str, Store] = {}
         self.workers: dict[str, DeviceWorker] = {}
         self._store_limits: dict[str, asyncio.Semaphore] = {}
+        self.model.subscribe(self._follow_devices)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -1127,7 +1179,10 @@ class Engine:
 
     async def refresh_peer(self, public_key: str) -> CycleResult:
         for worker in self.workers.values():
-            if public_key in worker.status.peers:
+            status = worker.status.peers.get(public_key)
+            if status is not None and status.state.inactive:
+                return CycleResult(False, status.last_error, WireGuardError)
+            if status is not None:
                 key = base64.b64decode(public_key)
                 return await worker.request_peer(key)
         raise StunmeshError(f"no managed peer {public_key!r}")
@@ -1160,6 +1215,15 @@ class Engine:
             if republish:
                 interval = min(interval, float(republish))
         return interval
+
+    def _follow_devices(self, event: Event) -> None:
+        """Manager State follows every device transition: a device that fails makes the
+        daemon degraded, and one that recovers (or comes back) makes it running again."""
+        match event:
+            case DeviceAdded() | DeviceRemoved():
+                self.update_manager_state()
+            case Changed(obj=DeviceStatus(), changes=changes) if "state" in changes:
+                self.update_manager_state()
 
     def update_manager_state(self) -> None:
         if self.model.state not in (ManagerState.RUNNING, ManagerState.DEGRADED):

@@ -42,6 +42,14 @@ class PeerState(IntEnum):
     APPLIED = 3  # endpoint set in WireGuard
     CONNECTED = 4  # recent handshake
     FAILED = 5
+    # Configured peers the daemon does not work on; LastError says why. Each such state is one
+    # line here, numbered from NOT_ON_DEVICE up (``inactive`` covers them all).
+    NOT_ON_DEVICE = 6  # the WireGuard interface has no such peer (yet)
+
+    @property
+    def inactive(self) -> bool:
+        """Nothing is fetched, published or applied for a peer in this state."""
+        return self >= PeerState.NOT_ON_DEVICE
 
 
 class NatMapping(StrEnum):

@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from stunmeshd import __version__
-from stunmeshd.bus import BusError, start_daemon_bus
+from stunmeshd.bus import BusError, BusKeeper, start_daemon_bus
 from stunmeshd.config import Config
 from stunmeshd.engine import Engine
 from stunmeshd.errors import ConfigError
@@ -74,15 +74,31 @@ async def serve(config: Config, args: Args) -> int:
             log.error("D-Bus: %s", exc)
             return 1
         try:
-            await stop.wait()
+            lost = await _until_stopped(stop, bus)
         finally:
             if bus is not None:
                 await bus.close()
+        if lost is not None:  # the unit's Restart=on-failure brings us back
+            log.error("D-Bus: %s; exiting", lost)
+            return 1
         log.info("stopping")
         return 0
     finally:
         await netwatch.close()
         await engine.stop()
+
+
+async def _until_stopped(stop: asyncio.Event, bus: BusKeeper | None) -> BusError | None:
+    """Wait for SIGTERM/SIGINT, or for the bus name to be lost for good (returned)."""
+    if bus is None:
+        await stop.wait()
+        return None
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([stopped, bus.failed], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    return bus.failed.result() if bus.failed.done() and not stop.is_set() else None
 
 
 _background: set[asyncio.Task[None]] = set()

@@ -45,6 +45,8 @@ doc="$stage/usr/share/doc/stunmeshd"
     echo
     echo "The private Python runtime in /usr/lib/stunmeshd holds these libraries; each one's"
     echo "license text is in its *.dist-info directory under /$(realpath --relative-to="$stage" "$site")."
+    echo "Two extension modules contain a C library: nacl/_sodium (libsodium, ISC license) and"
+    echo "yaml/_yaml (libyaml, MIT license)."
     echo
     /usr/bin/python3 - "$site" << 'EOF'
 import importlib.metadata, sys
@@ -81,6 +83,10 @@ sed -e "s/@version@/$version/" -e "s/@arch@/$arch/" -e "s/@installed_size@/$inst
 (cd "$stage" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | LC_ALL=C sort -z |
     xargs -0 md5sum > DEBIAN/md5sums)
 chmod 0644 "$stage/DEBIAN/control" "$stage/DEBIAN/md5sums"
+if [ -d "$stage/etc" ]; then  # a system file listed under /etc is the admin's to edit
+    (cd "$stage" && find etc -type f -printf '/%p\n' | LC_ALL=C sort > DEBIAN/conffiles)
+    chmod 0644 "$stage/DEBIAN/conffiles"
+fi
 
 dpkg-deb --root-owner-group -Zxz --build "$stage" "$out" > /dev/null
 echo "$out"

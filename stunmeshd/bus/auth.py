@@ -47,9 +47,10 @@ current_message: ContextVar[Message | None] = ContextVar("stunmeshd_bus_message"
 POLKIT_TIMEOUT = 10.0  # s for a non-interactive check (polkitd answers in a few ms)
 POLKIT_INTERACTIVE_TIMEOUT = 120.0  # s: a human may be typing a password
 DBUS_TIMEOUT = 5.0  # s for the bus daemon's own answers
+# The Refresh budget (docs/dbus-api.md): per uid, per process for root, whatever connection
 REFRESH_RATE = 2.0  # Refresh calls per second per caller, after ...
 REFRESH_BURST = 5  # ... this many at once
-UID_CACHE_SIZE = 4096
+CALLER_CACHE_SIZE = 4096
 ROOT_UID = 0
 
 
@@ -62,6 +63,20 @@ class Rule:
 
 
 PUBLIC = Rule(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The process behind a bus connection."""
+
+    uid: int
+    pid: int
+
+    @property
+    def budget_key(self) -> str:
+        """Whose rate-limit budget a call spends: a user's, or one root process's."""
+        return f"pid:{self.pid}" if self.uid == ROOT_UID else f"uid:{self.uid}"
+
 
 METHOD_POLICY: Mapping[tuple[str, str], Rule] = {
     (MANAGER_IFACE, "GetDevices"): PUBLIC,
@@ -106,7 +121,7 @@ class Authorizer:
         self.bus = bus
         self.limiter = limiter or RateLimiter(REFRESH_RATE, REFRESH_BURST)
         self.on_changed = on_changed
-        self._uids: OrderedDict[str, int] = OrderedDict()
+        self._callers: OrderedDict[str, Caller] = OrderedDict()
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -144,32 +159,40 @@ class Authorizer:
             log.error("method %s.%s has no polkit rule: denied", interface, member)
             raise DBusError(Error.ACCESS_DENIED, f"{member} is not allowed")
         sender = msg.sender
-        if rule.rate_limited and not self.limiter.allow(sender):
-            wait = self.limiter.retry_after(sender)
+        if rule.action is not None:
+            await self._require(sender, member, rule.action, details, interactive(msg))
+        if rule.rate_limited:
+            await self._spend(sender, member)
+
+    async def _require(
+        self, sender: str, member: str, action: str, details: Mapping[str, str], ask: bool
+    ) -> None:
+        """Return when polkit (or root) allows ``action``; raise the right error otherwise."""
+        decision = await self.check(sender, action, details, interactive=ask)
+        if decision is Decision.YES:
+            return
+        log.info(
+            "denied sender=%s member=%s action=%s decision=%s", sender, member, action, decision
+        )
+        if decision is Decision.AUTH and not ask:
+            raise DBusError(
+                Error.INTERACTIVE_AUTHORIZATION_REQUIRED,
+                f"{member} needs authentication: {action} (call again allowing "
+                "interactive authorization)",
+            )
+        raise DBusError(Error.ACCESS_DENIED, f"not authorized: {action}")
+
+    async def _spend(self, sender: str, member: str) -> None:
+        """One call from the caller's budget: per uid, per process for root (a caller
+        reconnecting for every call is still the same caller); LimitsExceeded when empty."""
+        caller = await self.caller(sender)
+        key = caller.budget_key if caller is not None else f"name:{sender}"
+        if not self.limiter.allow(key):
+            wait = self.limiter.retry_after(key)
             raise DBusError(
                 Error.LIMITS_EXCEEDED,
                 f"too many {member} calls; try again in {max(wait, 0.1):.1f} s",
             )
-        if rule.action is None:
-            return
-        allow_interaction = interactive(msg)
-        decision = await self.check(sender, rule.action, details, interactive=allow_interaction)
-        if decision is Decision.YES:
-            return
-        log.info(
-            "denied sender=%s member=%s action=%s decision=%s",
-            sender,
-            member,
-            rule.action,
-            decision,
-        )
-        if decision is Decision.AUTH and not allow_interaction:
-            raise DBusError(
-                Error.INTERACTIVE_AUTHORIZATION_REQUIRED,
-                f"{member} needs authentication: {rule.action} (call again allowing "
-                "interactive authorization)",
-            )
-        raise DBusError(Error.ACCESS_DENIED, f"not authorized: {rule.action}")
 
     async def permissions(self) -> dict[str, str]:
         """Action id -> yes/auth/no for the current caller, never prompting."""
@@ -186,11 +209,11 @@ class Authorizer:
         self, sender: str, action: str, details: Mapping[str, str], *, interactive: bool
     ) -> Decision:
         """polkit's verdict; root is always allowed, and an unreachable polkit means no."""
-        uid = await self.caller_uid(sender)
-        if uid == ROOT_UID:
-            return Decision.YES
-        if uid is None:
+        caller = await self.caller(sender)
+        if caller is None:
             return Decision.NO
+        if caller.uid == ROOT_UID:
+            return Decision.YES
         reply = await self._call(
             Message(
                 destination=POLKIT_NAME,
@@ -221,20 +244,26 @@ class Authorizer:
             return Decision.YES
         return Decision.AUTH if challenge else Decision.NO
 
-    async def caller_uid(self, sender: str) -> int | None:
-        """The Unix uid behind a unique bus name (cached: unique names are never reused)."""
-        uid = self._uids.get(sender)
-        if uid is not None:
-            self._uids.move_to_end(sender)
-            return uid
-        reply = await self._ask_bus("GetConnectionUnixUser", sender)
+    async def caller(self, sender: str) -> Caller | None:
+        """Who is behind a unique bus name, as the bus says (cached: unique names are never
+        reused during a bus's life); None when the caller is gone or the bus would not say."""
+        known = self._callers.get(sender)
+        if known is not None:
+            self._callers.move_to_end(sender)
+            return known
+        reply = await self._ask_bus("GetConnectionCredentials", sender)
         if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
-            return None  # the caller is gone, or the bus would not say
-        uid = int(reply.body[0])
-        self._uids[sender] = uid
-        if len(self._uids) > UID_CACHE_SIZE:
-            self._uids.popitem(last=False)
-        return uid
+            return None
+        try:
+            creds = reply.body[0]
+            found = Caller(uid=int(creds["UnixUserID"].value), pid=int(creds["ProcessID"].value))
+        except (IndexError, KeyError, TypeError, ValueError, AttributeError):
+            log.warning("the bus gave no uid and pid for a caller: denied")
+            return None
+        self._callers[sender] = found
+        if len(self._callers) > CALLER_CACHE_SIZE:
+            self._callers.popitem(last=False)
+        return found
 
     async def _ask_bus(self, member: str, argument: str) -> Message | None:
         """Call one ``org.freedesktop.DBus`` method taking a string; None when no answer."""

@@ -11,13 +11,15 @@ from __future__ import annotations
 import array
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
-from dbus_fast import BusType, Message, NameFlag, RequestNameReply, Variant
+from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.aio.message_bus import _MessageWriter
 from dbus_fast.service import ServiceInterface
 
+from stunmeshd.bus.bounded import bounded_error_text
 from stunmeshd.bus.names import BUS_NAME, OBJECT_MANAGER_IFACE, ROOT
 from stunmeshd.errors import StunmeshError
 
@@ -105,6 +107,23 @@ class StunMeshBus(MessageBus):
             self._writer.__class__ = _RobustWriter
         return self
 
+    def send(self, msg: Message) -> Any:
+        """Send ``msg``; an error reply's text first passes ``bounded_error_text`` (the net
+        under every error, dbus-fast's own included: none may grow with the request)."""
+        if msg.message_type is MessageType.ERROR and msg.signature == "s" and msg.body:
+            text = msg.body[0]
+            safe = bounded_error_text(text) if isinstance(text, str) else ""
+            if safe != text:
+                msg = Message(
+                    message_type=MessageType.ERROR,
+                    error_name=msg.error_name,
+                    reply_serial=msg.reply_serial,
+                    destination=msg.destination,
+                    signature="s",
+                    body=[safe],
+                )
+        return super().send(msg)
+
     def _managed(self, path: str) -> bool:
         return path.startswith(self.manager_path + "/")
 
@@ -191,6 +210,22 @@ async def claim_name(bus: MessageBus, name: str = BUS_NAME) -> None:
             f"cannot own the bus name {name}: another process owns it "
             "(is stunmeshd already running?)"
         )
+
+
+MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+
+
+def read_machine_id() -> str:
+    """This machine's D-Bus machine id (32 hex digits), as libdbus and sd-bus read it; ""
+    when there is none (blocking: call it in a thread)."""
+    for path in MACHINE_ID_FILES:
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
+            return text
+    return ""
 
 
 def _describe(address: str) -> str:

@@ -8,10 +8,13 @@ hook into (``EndpointChanged``, ``RefreshCompleted``).
 
 import base64
 import binascii
+from collections.abc import Mapping
+from typing import ClassVar
 
 from dbus_fast import DBusError
 from dbus_fast.service import PropertyAccess, dbus_method, dbus_property, dbus_signal
 
+from stunmeshd.bus.bounded import caller_text
 from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.errors import invalid_args, translated
 from stunmeshd.bus.names import DEVICE_IFACE, Error, device_path, peer_path
@@ -65,6 +68,13 @@ class DeviceInterface(TableInterface):
     """Adapts one ``DeviceStatus``."""
 
     table = DEVICE_PROPERTIES
+    arg_names: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "GetPeerByPublicKey": ("peer",),
+        "PeerAdded": ("peer",),
+        "PeerRemoved": ("peer",),
+        "RefreshCompleted": ("success", "error"),
+        "EndpointChanged": ("endpoints",),
+    }
 
     def __init__(self, ctx: BusContext, status: DeviceStatus) -> None:
         super().__init__(DEVICE_IFACE, ctx, status, device_path(status.id))
@@ -108,9 +118,9 @@ class DeviceInterface(TableInterface):
     async def refresh(self, options: Options) -> None:
         """Run a full cycle on this interface (polkit ``refresh``; option ``wait`` b)."""
         with translated("Refresh"):
-            opts = parse_options(options, REFRESH_OPTIONS)
             ifname = self.status.interface
             await self.ctx.auth.authorize(DEVICE_IFACE, "Refresh", interface=ifname)
+            opts = parse_options(options, REFRESH_OPTIONS)
             if self.ctx.engine.workers.get(ifname) is None:
                 raise DBusError(Error.NO_SUCH_DEVICE, f"{ifname} is no longer managed")
             await run_refresh(
@@ -134,7 +144,8 @@ class DeviceInterface(TableInterface):
             peer = self.status.peers.get(base64.b64encode(raw).decode())
             if peer is None:
                 raise DBusError(
-                    Error.NO_SUCH_PEER, f"no managed peer {key} on {self.status.interface}"
+                    Error.NO_SUCH_PEER,
+                    f"no managed peer {caller_text(key)} on {self.status.interface}",
                 )
             return peer_path(peer.id)
 

@@ -7,12 +7,14 @@ Lookups, whole-daemon actions (Refresh, Reload, SetLogLevel) and what the caller
 # No `from __future__ import annotations` (see peer.py).
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from dbus_fast import DBusError
 from dbus_fast.service import PropertyAccess, dbus_method, dbus_property, dbus_signal
 
 from stunmeshd import __version__, logs
+from stunmeshd.bus.bounded import caller_text
 from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.errors import failed, invalid_args, translated
 from stunmeshd.bus.names import MANAGER_IFACE, ROOT, Error, device_path
@@ -65,6 +67,13 @@ class ManagerInterface(TableInterface):
     """Adapts the engine and its model as a whole."""
 
     table = MANAGER_PROPERTIES
+    arg_names: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "GetDevices": ("devices",),
+        "GetDeviceByInterface": ("device",),
+        "GetPermissions": ("permissions",),
+        "DeviceAdded": ("device",),
+        "DeviceRemoved": ("device",),
+    }
 
     def __init__(self, ctx: BusContext) -> None:
         super().__init__(MANAGER_IFACE, ctx, ctx, ROOT)
@@ -118,7 +127,9 @@ class ManagerInterface(TableInterface):
     def get_device_by_interface(self, ifname: DBusStr) -> DBusObjectPath:
         device = self.ctx.model.devices.get(ifname)
         if device is None:
-            raise DBusError(Error.NO_SUCH_DEVICE, f"no managed WireGuard interface {ifname!r}")
+            raise DBusError(
+                Error.NO_SUCH_DEVICE, f"no managed WireGuard interface {caller_text(ifname)}"
+            )
         return device_path(device.id)
 
     @dbus_method(name="GetPermissions")
@@ -133,8 +144,8 @@ class ManagerInterface(TableInterface):
     async def refresh(self, options: Options) -> None:
         """Run a full cycle on every interface (polkit ``refresh``; option ``wait`` b)."""
         with translated("Refresh"):
-            opts = parse_options(options, REFRESH_OPTIONS)
             await self.ctx.auth.authorize(MANAGER_IFACE, "Refresh")
+            opts = parse_options(options, REFRESH_OPTIONS)
             self._require_running()
             names = list(self.ctx.engine.workers)
             await run_refresh(
@@ -149,8 +160,8 @@ class ManagerInterface(TableInterface):
     async def reload(self, options: Options) -> None:
         """Re-read the configuration and apply the difference (polkit ``reload``)."""
         with translated("Reload"):
-            parse_options(options, NO_OPTIONS)
             await self.ctx.auth.authorize(MANAGER_IFACE, "Reload")
+            parse_options(options, NO_OPTIONS)
             self._require_running()
             reload = getattr(self.ctx.engine, "reload", None)
             if reload is None:
@@ -171,10 +182,12 @@ class ManagerInterface(TableInterface):
         """debug, info, warning (or warn), error (polkit ``configure``)."""
         with translated("SetLogLevel"):
             await self.ctx.auth.authorize(MANAGER_IFACE, "SetLogLevel")
-            try:
-                logs.set_level(level)
-            except ValueError as exc:
-                raise invalid_args(str(exc)) from None
+            if level.lower() not in logs.LEVELS:
+                raise invalid_args(
+                    f"unknown log level {caller_text(level)}; "
+                    f"use one of {', '.join(sorted(logs.LEVELS))}"
+                )
+            logs.set_level(level)
 
     def _require_running(self) -> None:
         if self.ctx.model.state in (ManagerState.STOPPING, ManagerState.UNKNOWN):

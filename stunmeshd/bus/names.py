@@ -48,9 +48,14 @@ class Error:
     INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
     # a caller sent Refresh faster than its per-sender allowance (a standard name on purpose)
     LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
+    UNKNOWN_INTERFACE = "org.freedesktop.DBus.Error.UnknownInterface"
     SERVICE_UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
     NAME_HAS_NO_OWNER = "org.freedesktop.DBus.Error.NameHasNoOwner"
     NO_REPLY = "org.freedesktop.DBus.Error.NoReply"
+    # D-Bus activation of an installed but disabled (or masked) stunmeshd: the bus asks systemd
+    # for the unit's alias, which only `systemctl enable` creates, and passes systemd's answer on
+    NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
+    UNIT_MASKED = "org.freedesktop.systemd1.UnitMasked"
 
     NO_SUCH_DEVICE = f"{BUS_NAME}.Error.NoSuchDevice"
     NO_SUCH_PEER = f"{BUS_NAME}.Error.NoSuchPeer"

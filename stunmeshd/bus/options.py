@@ -11,6 +11,7 @@ from typing import Any
 
 from dbus_fast import Variant
 
+from stunmeshd.bus.bounded import caller_text
 from stunmeshd.bus.errors import invalid_args
 
 # option name -> D-Bus signature of its value
@@ -26,9 +27,12 @@ def parse_options(options: Any, spec: Mapping[str, str]) -> dict[str, Any]:
     for key, value in options.items():
         if key not in spec:
             known = ", ".join(sorted(spec)) or "none"
-            raise invalid_args(f"unknown option {key!r} (known options: {known})")
-        signature = value.signature if isinstance(value, Variant) else None
+            raise invalid_args(f"unknown option {caller_text(key)} (known options: {known})")
+        signature = value.signature if isinstance(value, Variant) else ""
         if signature != spec[key]:
-            raise invalid_args(f"option {key!r} must have type {spec[key]!r}, not {signature!r}")
+            raise invalid_args(
+                f'option {caller_text(key)} must have type "{spec[key]}", '
+                f"not {caller_text(signature)}"
+            )
         parsed[key] = value.value
     return parsed

@@ -63,8 +63,8 @@ class PeerInterface(TableInterface):
     async def refresh(self, options: Options) -> None:
         """Fetch and apply this peer's record now (polkit ``refresh``; option ``wait`` b)."""
         with translated("Refresh"):
-            opts = parse_options(options, REFRESH_OPTIONS)
             await self.ctx.auth.authorize(PEER_IFACE, "Refresh", interface=self.status.interface)
+            opts = parse_options(options, REFRESH_OPTIONS)
             key = self.status.public_key
             if self.ctx.model.find_peer(key) is not self.status:
                 raise DBusError(Error.NO_SUCH_PEER, "the peer is no longer managed")

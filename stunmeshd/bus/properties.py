@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dbus_fast import Variant
+from dbus_fast import introspection as intr
 from dbus_fast.service import ServiceInterface
 
 from stunmeshd.bus.connection import ValuesProvider
@@ -78,6 +79,12 @@ class TableInterface(ValuesProvider, ServiceInterface):
     """
 
     table: ClassVar[PropertyTable]
+    # names of method out-args and signal args by member: dbus-fast leaves them unnamed, and
+    # clients (gdbus, code generators) show what introspection says (dbus/*.xml has the same)
+    arg_names: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    annotations: ClassVar[Mapping[str, str]] = {
+        "org.freedesktop.DBus.Property.EmitsChangedSignal": "true"
+    }
 
     def __init__(self, name: str, ctx: BusContext, obj: Any, path: str) -> None:
         super().__init__(name)
@@ -85,9 +92,25 @@ class TableInterface(ValuesProvider, ServiceInterface):
         self.obj = obj
         self.path = path
         self._deferred: dict[str, None] = {}
+        self.retired = False  # unexported: after InterfacesRemoved, no signal may follow
 
     def dbus_values(self) -> dict[str, Variant]:
         return self.table.variants(self.obj)
+
+    def introspect(self) -> intr.Interface:
+        """dbus-fast's introspection plus what it cannot know: arg names and annotations."""
+        iface = super().introspect()
+        iface.annotations = dict(self.annotations)
+        for method in iface.methods:
+            self._name_args(method.name, method.out_args)
+        for signal in iface.signals:
+            self._name_args(signal.name, signal.args)
+        return iface
+
+    def _name_args(self, member: str, args: list[intr.Arg]) -> None:
+        names = self.arg_names.get(member, ())
+        for arg, name in zip(args, names, strict=False):
+            arg.name = name
 
     def prop(self, name: str) -> Any:
         return self.table.value(name, self.obj)
@@ -109,10 +132,17 @@ class TableInterface(ValuesProvider, ServiceInterface):
 
     def _flush_deferred(self) -> None:
         names, self._deferred = list(self._deferred), {}
-        self.emit_changed(names=names)
+        if names:
+            self.emit_changed(names=names)
+
+    def retire(self) -> None:
+        """The object leaves the bus: drop pending changes, send nothing from now on."""
+        self.retired = True
+        self._deferred.clear()
 
     def signal(self, interface: str, member: str, signature: str, body: list[Any]) -> None:
-        self.ctx.bus.emit(self.path, interface, member, signature, body)
+        if not self.retired:
+            self.ctx.bus.emit(self.path, interface, member, signature, body)
 
 
 # ---- converters: model value -> exact D-Bus value ----------------------------------------

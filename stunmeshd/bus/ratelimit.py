@@ -1,8 +1,9 @@
 """Per-caller token buckets for Refresh: one client must not turn the daemon into a STUN/store
 traffic generator (every Refresh costs STUN packets and store API quota).
 
-Buckets are keyed by the caller's unique bus name; unique names are never reused during a bus's
-life, so an idle bucket can be dropped once it would be full again.
+Buckets are keyed by caller identity (``auth.Caller.budget_key``: a uid, or one root process),
+never by connection: a caller reconnecting for every call spends the same budget. An idle bucket
+can be dropped once it would be full again: a full bucket and no bucket are the same.
 """
 
 from __future__ import annotations

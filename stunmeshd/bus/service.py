@@ -1,7 +1,7 @@
 """The D-Bus service: exports the model as objects and turns model events into signals.
 
-The daemon calls ``start_daemon_bus(engine, address)`` right after ``engine.start()`` and
-``await service.close()`` before ``engine.stop()``. Nothing here decides anything: it only
+One ``BusService`` lives as long as one bus connection; ``keeper.BusKeeper`` replaces it when
+the connection is lost. Nothing here decides anything: it only
 adapts the model and forwards requests to the engine (firewalld style).
 
 Start-up order matters: objects are exported and the model subscribed to before the name is
@@ -12,6 +12,7 @@ between the initial export and the subscription.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -20,12 +21,26 @@ from dbus_fast.service import ServiceInterface
 
 from stunmeshd.bus import auth
 from stunmeshd.bus.auth import Authorizer
-from stunmeshd.bus.connection import BusUnreachable, StunMeshBus, claim_name, connect
+from stunmeshd.bus.bounded import caller_text
+from stunmeshd.bus.connection import (
+    StunMeshBus,
+    claim_name,
+    connect,
+    read_machine_id,
+)
 from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.device import DeviceInterface
 from stunmeshd.bus.errors import invalid_args
 from stunmeshd.bus.manager import ManagerInterface
-from stunmeshd.bus.names import BUS_NAME, OBJECT_MANAGER_IFACE, PROPERTIES_IFACE, ROOT
+from stunmeshd.bus.names import (
+    BUS_NAME,
+    INTROSPECTABLE_IFACE,
+    OBJECT_MANAGER_IFACE,
+    PEER_STD_IFACE,
+    PROPERTIES_IFACE,
+    ROOT,
+    Error,
+)
 from stunmeshd.bus.peer import PeerInterface
 from stunmeshd.bus.properties import TableInterface
 from stunmeshd.engine import Engine
@@ -61,6 +76,7 @@ class BusService:
         self._signatures: dict[tuple[str, str], str] = {}  # (interface, member) -> in-signature
         self._objects: dict[str, TableInterface] = {}  # path -> our interface there
         self._closed = False
+        self.machine_id = ""
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -69,6 +85,8 @@ class BusService:
         self.bus.add_message_handler(auth.capture)
         self.bus.add_message_handler(self._check_signature)
         self.bus.add_message_handler(self._fast_reads)
+        self.bus.add_message_handler(self._standard)
+        self.machine_id = await asyncio.to_thread(read_machine_id)
         await self.auth.start()
         # nobody can know our unique name yet: export the initial tree without a signal storm
         self.bus.announce = False
@@ -83,19 +101,15 @@ class BusService:
         self.engine.model.subscribe(self.on_event)
         await claim_name(self.bus, self.name)
         log.info("on the bus name=%s unique=%s", self.name, self.bus.unique_name)
-        self.ctx.spawn(self._watch_connection(), name="bus connection watch")
 
-    async def _watch_connection(self) -> None:
-        """Say so when the bus goes away under us (the engine keeps running without it)."""
+    async def wait_disconnected(self) -> str:
+        """Wait until the connection is gone (``keeper`` then reconnects); returns why."""
         try:
-            # shielded: cancelling this watch must not cancel the bus's own disconnect future
+            # shielded: cancelling this wait must not cancel the bus's own disconnect future
             await asyncio.shield(self.bus.wait_for_disconnect())
         except Exception as exc:
-            reason = str(exc) or type(exc).__name__
-        else:
-            reason = "disconnected"
-        if not self._closed:
-            log.error("lost the D-Bus connection (%s); running on without the bus", reason)
+            return str(exc) or type(exc).__name__
+        return "disconnected"
 
     async def close(self) -> None:
         """Leave the bus: unsubscribe, stop background calls, disconnect."""
@@ -107,7 +121,8 @@ class BusService:
         except ValueError:
             pass
         await self.ctx.close()
-        self.bus.disconnect()
+        with contextlib.suppress(Exception):  # already gone when the bus went first
+            self.bus.disconnect()
         try:
             await self.bus.wait_for_disconnect()
         except Exception as exc:  # a broken connection is still a closed one
@@ -191,6 +206,7 @@ class BusService:
             self._signatures[(iface.name, method.name)] = method.in_signature
 
     def _unexport(self, iface: TableInterface) -> None:
+        iface.retire()
         self._objects.pop(iface.path, None)
         self.bus.unexport(iface.path)
 
@@ -228,6 +244,30 @@ class BusService:
             return Message.new_method_return(msg, "a{oa{sa{sv}}}", [objects])
         return None
 
+    # ---- the standard interfaces, as the contract says -----------------------------------
+
+    def _standard(self, msg: Message) -> Message | None:
+        """Introspection with arg names and annotations and ObjectManager only at ROOT;
+        Peer.GetMachineId answered here (dbus-fast forwards it to the bus, whose policy
+        refuses it with an error naming our pid and command line)."""
+        if msg.message_type is not MessageType.METHOD_CALL:
+            return None
+        path, interface, member = msg.path or "", msg.interface, msg.member
+        if interface == PEER_STD_IFACE and member == "GetMachineId" and msg.signature == "":
+            if not self.machine_id:
+                return Message.new_error(msg, Error.FAILED, "this system has no machine id")
+            return Message.new_method_return(msg, "s", [self.machine_id])
+        if interface == OBJECT_MANAGER_IFACE and path != ROOT:
+            return Message.new_error(
+                msg, Error.UNKNOWN_INTERFACE, "only the root object is an ObjectManager"
+            )
+        if interface == INTROSPECTABLE_IFACE and member == "Introspect" and path in self._objects:
+            node = self.bus._introspect_export_path(path)
+            if path != ROOT:
+                node.interfaces = [i for i in node.interfaces if i.name != OBJECT_MANAGER_IFACE]
+            return Message.new_method_return(msg, "s", [node.tostring()])
+        return None
+
     # ---- polkit and malformed calls ----------------------------------------------------
 
     def _polkit_changed(self) -> None:
@@ -244,7 +284,7 @@ class BusService:
             return None
         if msg.interface not in self.bus._path_exports.get(msg.path, {}):
             return None  # dbus-fast answers UnknownObject / UnknownInterface itself
-        error = invalid_args(f"{msg.member} takes ({expected}), not ({msg.signature})")
+        error = invalid_args(f"{msg.member} takes ({expected}), not {caller_text(msg.signature)}")
         return Message.new_error(msg, error.type, error.text)
 
 
@@ -259,16 +299,3 @@ async def start_bus(engine: Engine, address: str = "system", **kwargs: Any) -> B
         await service.close()
         raise
     return service
-
-
-async def start_daemon_bus(engine: Engine, address: str = "system") -> BusService | None:
-    """``start_bus`` with the daemon's policy: a machine without a system bus (a container, the
-    lab) runs the daemon without D-Bus, with a warning; an explicit bus address that does not
-    work, or a name someone else owns, is fatal (BusError)."""
-    try:
-        return await start_bus(engine, address)
-    except BusUnreachable as exc:
-        if address != "system":
-            raise
-        log.warning("running without D-Bus: %s", exc)
-        return None

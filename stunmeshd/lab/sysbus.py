@@ -106,6 +106,26 @@ class PrivateBus(Resource):
         if not line:
             raise RuntimeError("dbus-daemon did not start")
 
+    async def kill(self) -> None:
+        """The bus daemon dies (SIGKILL): every connection is lost; the socket file stays."""
+        if self.daemon is not None and self.daemon.returncode is None:
+            self.daemon.kill()
+            await self.daemon.wait()
+
+    async def restart(self) -> None:
+        """A new bus daemon at the same address, as after ``systemctl restart dbus`` (polkitd,
+        which dies with its bus, comes back too)."""
+        await self.kill()
+        polkitd, self.polkitd = self.polkitd, None
+        if polkitd is not None:
+            if polkitd.returncode is None:
+                polkitd.terminate()
+            await polkitd.wait()
+        self.socket.unlink(missing_ok=True)
+        await self.start()
+        if polkitd is not None:
+            await self.start_polkit()
+
     async def start_polkit(self, rules: dict[str, str] | None = None) -> None:
         """polkitd on this bus with our actions and ``rules`` (file name -> JavaScript)."""
         self.actions_dir.mkdir(mode=0o755, exist_ok=True)

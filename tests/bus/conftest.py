@@ -12,6 +12,7 @@ from stunmeshd.bus import BusService, start_bus
 from tests.bus.busmesh import BusMesh, bus_mesh_lab
 from tests.bus.standin import StandInEngine
 from tests.bus.sysbus import PrivateBus, TestUser
+from tests.installed import Installed
 from tests.prereq import require, require_root, require_tools
 
 BUS_TOOLS = ("dbus-daemon", "busctl", "gdbus", "unshare", "setpriv", "useradd")
@@ -26,9 +27,9 @@ def require_bus_bed() -> None:
 
 
 @pytest.fixture(scope="session")
-def test_user() -> Iterator[TestUser]:
+def test_user(installed: Installed) -> Iterator[TestUser]:
     require_bus_bed()
-    user = TestUser().ensure()
+    user = TestUser(installed.python).ensure()
     yield user
     user.remove()
 

@@ -7,6 +7,8 @@ import contextlib
 import grp
 import pwd
 import subprocess
+import sys
+from pathlib import Path
 
 from stunmeshd.lab.sysbus import PYTHON, REPO, PrivateBus
 
@@ -19,11 +21,17 @@ TEST_GROUP = "stunmesh"  # the group the shipped example rules file lets refresh
 
 
 class TestUser:
-    """A system user in group ``stunmesh``; made once, removed by ``remove`` if we made it."""
+    """A system user in group ``stunmesh``; made once, removed by ``remove`` if we made it.
+
+    It runs Python programs with ``python``, the interpreter of an installed copy of
+    stunmeshd (tests/installed.py), never the checkout's: the checkout may be readable by root
+    only.
+    """
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, name: str = TEST_USER, group: str = TEST_GROUP) -> None:
+    def __init__(self, python: Path, name: str = TEST_USER, group: str = TEST_GROUP) -> None:
+        self.python = python
         self.name = name
         self.group = group
         self.created_user = False
@@ -53,6 +61,8 @@ class TestUser:
                 check=True,
             )
             self.created_user = True
+        if self.name not in grp.getgrnam(self.group).gr_mem:  # made by someone else, without it
+            subprocess.run(["usermod", "--append", "--groups", self.group, self.name], check=True)
         return self
 
     def remove(self) -> None:
@@ -70,6 +80,8 @@ class TestUser:
         return pwd.getpwnam(self.name).pw_gid
 
     def argv(self, *argv: str) -> list[str]:
+        if argv and argv[0] in (str(PYTHON), sys.executable):  # the checkout's interpreter
+            argv = (str(self.python), *argv[1:])
         return [
             "setpriv",
             f"--reuid={self.uid}",
@@ -86,7 +98,6 @@ class TestUser:
             "HOME": "/",
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONPATH": str(REPO),
         }
         proc = await asyncio.create_subprocess_exec(
             *self.argv(*argv),

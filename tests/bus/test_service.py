@@ -25,6 +25,7 @@ from stunmeshd.bus.names import (
     BUS_NAME,
     DEVICE_IFACE,
     MANAGER_IFACE,
+    OBJECT_MANAGER_IFACE,
     PEER_IFACE,
     PROPERTIES_IFACE,
     ROOT,
@@ -48,7 +49,7 @@ from tests.bus.helpers import (
     walk_everything,
 )
 from tests.bus.standin import SECRET_TOKEN, StandInEngine
-from tests.bus.sysbus import REPO, PrivateBus, TestUser
+from tests.bus.sysbus import PYTHON, REPO, PrivateBus, TestUser
 
 pytestmark = pytest.mark.root
 
@@ -449,18 +450,69 @@ async def test_reload_applies_or_refuses_with_the_reason(
     assert "expected a list" in reply.text and "running one stays" in reply.text
 
 
-async def test_refresh_is_rate_limited_per_caller(
-    populated: BusService, engine: StandInEngine, client: MessageBus, private_bus: PrivateBus
+async def test_refresh_is_rate_limited_per_caller_identity_not_per_connection(
+    populated: BusService, engine: StandInEngine, private_bus: PrivateBus
 ) -> None:
-    replies = [await refresh(client) for _ in range(20)]
+    """Root: one budget per process, however many connections it opens."""
+    replies = []
+    for _ in range(30):  # a fresh connection for every call
+        bus = await private_bus.connect()
+        try:
+            replies.append(await refresh(bus))
+        finally:
+            bus.disconnect()
     limited = [r for r in replies if not r.ok]
     assert limited and all(r.error == Error.LIMITS_EXCEEDED for r in limited)
-    assert len(engine.calls) < 20
-    other = await private_bus.connect()  # another caller has its own allowance
-    try:
-        assert (await refresh(other)).ok
-    finally:
-        other.disconnect()
+    assert "try again in" in limited[0].text
+    assert len(engine.calls) == len(replies) - len(limited) < 30
+    # another root process has its own budget
+    other = await run(
+        *busctl(private_bus.address, "call", BUS_NAME, ROOT, MANAGER_IFACE, "Refresh", "a{sv}", "0")
+    )
+    assert other.returncode == 0, other.stderr
+
+
+EIGHT_REFRESHES = """
+import asyncio, sys
+from dbus_fast import Message, MessageFlag
+from dbus_fast.aio import MessageBus
+
+async def main() -> None:
+    bus = await MessageBus(bus_address=sys.argv[1]).connect()
+    for _ in range(8):
+        reply = await bus.call(Message(
+            destination="io.github.stunmeshd.StunMesh1", path="/io/github/stunmeshd/StunMesh1",
+            interface="io.github.stunmeshd.StunMesh1", member="Refresh", signature="a{sv}",
+            body=[{}], flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION))
+        print(reply.error_name)
+
+asyncio.run(main())
+"""
+
+
+async def test_unauthorized_callers_always_see_access_denied_and_users_share_a_budget(
+    populated: BusService,
+    private_bus: PrivateBus,
+    test_user: TestUser,
+    engine: StandInEngine,
+    client: MessageBus,
+) -> None:
+    addr = private_bus.address
+    argv = busctl(addr, "call", BUS_NAME, ROOT, MANAGER_IFACE, "Refresh", "a{sv}", "0")
+    denied = await asyncio.gather(*(run(*argv, user=test_user) for _ in range(12)))
+    assert all(d.returncode != 0 and "Access denied" in d.stderr for d in denied), denied
+    same_connection = await run(str(PYTHON), "-c", EIGHT_REFRESHES, addr, user=test_user)
+    assert same_connection.stdout.split() == [Error.ACCESS_DENIED] * 8, same_connection
+    assert engine.calls == []
+    # allowed by a rule: the user's processes (one connection each) share one budget
+    signals = await Signals(client).start()
+    private_bus.add_rule("50-stunmeshd.rules", EXAMPLE_RULES.read_text())
+    await signals.wait_for(lambda s: bool(signals.members("CheckPermissions", ROOT)), 10)
+    results = await asyncio.gather(*(run(*argv, user=test_user) for _ in range(12)))
+    ok = [r for r in results if r.returncode == 0]
+    limited = [r for r in results if "too many Refresh calls" in r.stderr]
+    assert ok and limited and len(ok) + len(limited) == 12, [r.stderr for r in results]
+    assert len(engine.calls) == len(ok)
 
 
 # ---- polkit ------------------------------------------------------------------------------
@@ -541,8 +593,11 @@ async def test_caller_is_attributed_under_concurrency(
     test_user: TestUser,
 ) -> None:
     """Root's and the user's calls interleave; each gets its own verdict."""
+    from stunmeshd.bus.ratelimit import RateLimiter
+
     addr = private_bus.address
     engine.delay = 0.05  # keep root's calls in flight while the user's arrive
+    populated.auth.limiter = RateLimiter(100.0, 100)  # attribution, not the budget, is tested
     roots = [await private_bus.connect() for _ in range(4)]
     try:
 
@@ -635,9 +690,11 @@ def exported_interfaces(svc: BusService) -> dict[str, Any]:
     }
 
 
-async def test_exported_members_match_the_shipped_xml(
-    populated: BusService, client: MessageBus, engine: StandInEngine
+async def test_live_introspection_equals_the_shipped_xml(
+    populated: BusService, client: MessageBus, engine: StandInEngine, private_bus: PrivateBus
 ) -> None:
+    """Member by member: arg names (out-args and signal args too), directions, types,
+    access, annotations; ObjectManager only at the root."""
     dev = engine.model.devices["wg0"]
     paths = {
         MANAGER_IFACE: ROOT,
@@ -648,21 +705,61 @@ async def test_exported_members_match_the_shipped_xml(
         live_xml = (
             await call(client, path, "org.freedesktop.DBus.Introspectable", "Introspect")
         ).body[0]
-        live = next(i for i in Node.parse(live_xml).interfaces if i.name == name)
+        node = Node.parse(live_xml)
+        live = next(i for i in node.interfaces if i.name == name)
         shipped_file = REPO / "dbus" / f"{name}.xml"
         shipped = next(i for i in Node.parse(shipped_file.read_text()).interfaces if i.name == name)
-        assert members(live) == members(shipped), name
+        assert full_members(live) == full_members(shipped), name
+        has_manager = any(i.name == OBJECT_MANAGER_IFACE for i in node.interfaces)
+        assert has_manager == (path == ROOT), path
+        if path != ROOT:
+            reply = await call(client, path, OBJECT_MANAGER_IFACE, "GetManagedObjects")
+            assert reply.error == Error.UNKNOWN_INTERFACE, path
+    g_intro = await run(
+        *gdbus(private_bus.address, "introspect", "--dest", BUS_NAME, "--object-path", ROOT)
+    )
+    assert "out ao devices" in g_intro.stdout and "arg_0" not in g_intro.stdout, g_intro.stdout
 
 
-def members(iface: Any) -> dict[str, Any]:
+def full_members(iface: Any) -> dict[str, Any]:
+    def args(items: Any) -> list[tuple[str | None, str, str | None, dict[str, str]]]:
+        return [
+            (a.name, a.signature, a.direction.value if a.direction else None, a.annotations)
+            for a in items
+        ]
+
     return {
+        "annotations": iface.annotations,
         "methods": {
-            m.name: ([a.signature for a in m.in_args], [a.signature for a in m.out_args])
-            for m in iface.methods
+            m.name: (args(m.in_args), args(m.out_args), m.annotations) for m in iface.methods
         },
-        "signals": {s.name: [a.signature for a in s.args] for s in iface.signals},
-        "properties": {p.name: (p.signature, p.access.value) for p in iface.properties},
+        "signals": {s.name: (args(s.args), s.annotations) for s in iface.signals},
+        "properties": {
+            p.name: (p.signature, p.access.value, p.annotations) for p in iface.properties
+        },
     }
+
+
+async def test_peer_get_machine_id_answers_without_leaking_the_process(
+    populated: BusService, client: MessageBus, test_user: TestUser, private_bus: PrivateBus
+) -> None:
+    machine_id = Path("/etc/machine-id").read_text().strip()
+    reply = await call(client, ROOT, "org.freedesktop.DBus.Peer", "GetMachineId")
+    assert reply.ok and reply.body == [machine_id], reply
+    user = await run(
+        *busctl(
+            private_bus.address,
+            "call",
+            BUS_NAME,
+            ROOT,
+            "org.freedesktop.DBus.Peer",
+            "GetMachineId",
+        ),
+        user=test_user,
+    )
+    assert user.returncode == 0, user.stderr
+    assert user.stdout.strip() == f's "{machine_id}"'
+    assert "pid" not in user.stdout + user.stderr
 
 
 async def test_every_exported_method_is_guarded_or_public(
@@ -835,3 +932,23 @@ async def test_ctl_uses_dbus_system_bus_address_by_default(
     out, err = await proc.communicate()
     assert proc.returncode == 0, err
     assert [d["Interface"] for d in json.loads(out)] == ["wg0"]
+
+
+async def test_no_signal_from_an_object_after_its_interfaces_removed(
+    populated: BusService, engine: StandInEngine, client: MessageBus
+) -> None:
+    signals = await Signals(client).start()
+    dev = engine.model.devices["wg0"]
+    gone = [device_path(dev.id), *(peer_path(p.id) for p in dev.peers.values())]
+    engine.remove_device("wg0")
+    await signals.wait_for(lambda s: len(signals.members("InterfacesRemoved", ROOT)) == 3)
+    engine.model.set_state(ManagerState.DEGRADED)  # a barrier: whatever was pending came before
+    await signals.wait_for(lambda s: bool(signals.members("PropertiesChanged", ROOT)))
+    for path in gone:
+        removed_at = next(
+            i
+            for i, (p, _iface, member, body) in enumerate(signals.seen)
+            if member == "InterfacesRemoved" and p == ROOT and body[0] == path
+        )
+        late = [s for s in signals.seen[removed_at + 1 :] if s[0] == path]
+        assert late == [], f"signals from {path} after its InterfacesRemoved: {late}"

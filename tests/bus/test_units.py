@@ -12,7 +12,13 @@ from dbus_fast import DBusError, Variant
 from dbus_fast.introspection import Node
 
 from stunmeshd import ctl
-from stunmeshd.bus.auth import METHOD_POLICY, PUBLIC
+from stunmeshd.bus.auth import METHOD_POLICY, PUBLIC, Caller
+from stunmeshd.bus.bounded import (
+    CALLER_TEXT_LIMIT,
+    ERROR_TEXT_LIMIT,
+    bounded_error_text,
+    caller_text,
+)
 from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.device import DeviceInterface
 from stunmeshd.bus.errors import error_name_for, to_dbus_error
@@ -64,9 +70,9 @@ def test_options_accept_known_keys_with_the_right_type() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"wiat": Variant("b", True)}, "unknown option 'wiat' (known options: wait)"),
-        ({"wait": Variant("s", "yes")}, "option 'wait' must have type 'b', not 's'"),
-        ({"wait": True}, "option 'wait' must have type 'b', not None"),
+        ({"wiat": Variant("b", True)}, 'unknown option "wiat" (known options: wait)'),
+        ({"wait": Variant("s", "yes")}, 'option "wait" must have type "b", not "s"'),
+        ({"wait": True}, 'option "wait" must have type "b", not ""'),
         ([], "options must be a dictionary a{sv}"),
     ],
 )
@@ -75,6 +81,31 @@ def test_options_refuse_the_rest_with_invalid_args(options: Any, message: str) -
         parse_options(options, REFRESH_OPTIONS)
     assert err.value.type == Error.INVALID_ARGS
     assert err.value.text == message
+
+
+# ---- caller input in messages ---------------------------------------------------------------
+
+
+def test_caller_text_quotes_escapes_and_bounds() -> None:
+    assert caller_text("wg0") == '"wg0"'
+    assert caller_text('a"b\\c') == '"a\\"b\\\\c"'
+    assert caller_text("\x1b[31m\n\u202e") == '"\\x1b[31m\\n\\u202e"'
+    huge = caller_text("\x01" * (8 << 20))
+    assert huge.endswith(f"… ({8 << 20} characters)")
+    assert len(huge.encode()) <= CALLER_TEXT_LIMIT * 4 + 40
+    assert "\x01" not in huge
+
+
+def test_every_error_text_is_bounded_and_escaped() -> None:
+    assert bounded_error_text("no such peer") == "no such peer"
+    cut = bounded_error_text("x\x01" * 100_000)
+    assert len(cut) <= ERROR_TEXT_LIMIT and cut.endswith("(cut, 200000 characters)")
+    assert "\x01" not in cut and "\\x01" in cut
+
+
+def test_rate_budget_is_per_user_and_per_root_process() -> None:
+    assert Caller(uid=1000, pid=1).budget_key == Caller(uid=1000, pid=2).budget_key
+    assert Caller(uid=0, pid=1).budget_key != Caller(uid=0, pid=2).budget_key
 
 
 # ---- rate limit ----------------------------------------------------------------------------
@@ -153,12 +184,17 @@ def test_changed_fields_map_to_property_names() -> None:
 
 
 def members(iface: Any) -> dict[str, Any]:
+    """Everything introspection says about an interface, arg names and annotations included."""
     return {
+        "annotations": iface.annotations,
         "methods": {
-            m.name: ([a.signature for a in m.in_args], [a.signature for a in m.out_args])
+            m.name: (
+                [(a.name, a.signature) for a in m.in_args],
+                [(a.name, a.signature) for a in m.out_args],
+            )
             for m in iface.methods
         },
-        "signals": {s.name: [a.signature for a in s.args] for s in iface.signals},
+        "signals": {s.name: [(a.name, a.signature) for a in s.args] for s in iface.signals},
         "properties": {p.name: (p.signature, p.access.value) for p in iface.properties},
     }
 
@@ -175,6 +211,8 @@ def test_shipped_xml_documents_every_member() -> None:
     for name in (MANAGER_IFACE, DEVICE_IFACE, PEER_IFACE):
         text = (REPO / "dbus" / f"{name}.xml").read_text()
         for kind, entries in members(Node.parse(text).interfaces[0]).items():
+            if kind == "annotations":
+                continue
             for member in entries:
                 assert f"<!-- {member}:" in text, f"{name} {kind} {member} has no comment"
 
@@ -318,6 +356,8 @@ def test_refresh_targets_resolve_to_objects() -> None:
     [
         ("org.freedesktop.DBus.Error.ServiceUnknown", ctl.EXIT_NOT_RUNNING),
         ("org.freedesktop.DBus.Error.NameHasNoOwner", ctl.EXIT_NOT_RUNNING),
+        ("org.freedesktop.systemd1.NoSuchUnit", ctl.EXIT_NOT_RUNNING),  # installed, disabled
+        ("org.freedesktop.systemd1.UnitMasked", ctl.EXIT_NOT_RUNNING),
         ("org.freedesktop.DBus.Error.AccessDenied", ctl.EXIT_NOT_AUTHORIZED),
         ("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired", ctl.EXIT_NOT_AUTHORIZED),
         ("org.freedesktop.DBus.Error.InvalidArgs", ctl.EXIT_USAGE),
@@ -326,6 +366,12 @@ def test_refresh_targets_resolve_to_objects() -> None:
 )
 def test_daemon_errors_become_exit_statuses(name: str, status: int) -> None:
     assert ctl.error_from_reply(name, ["why"], "Refresh").status == status
+
+
+def test_a_disabled_service_is_reported_with_how_to_enable_it() -> None:
+    why = "Unit dbus-io.github.stunmeshd.StunMesh1.service not found."
+    error = ctl.error_from_reply("org.freedesktop.systemd1.NoSuchUnit", [why], "GetAll")
+    assert why in str(error) and "systemctl enable --now stunmeshd" in str(error)
 
 
 def test_ctl_without_a_daemon_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

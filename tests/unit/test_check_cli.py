@@ -22,6 +22,7 @@ import pytest
 from stunmeshd import __version__
 from stunmeshd.config import Config
 from stunmeshd.daemon import build_parser, main
+from tests.installed import Installed
 from tests.prereq import require
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,14 +45,21 @@ plugins:
 """
 
 
-def stunmeshd(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
+def stunmeshd(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "stunmeshd", *args]
-    if user is not None:
-        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def installed_stunmeshd(
+    installed: Installed, user: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The installed ``stunmeshd`` as ``user``: it may not be able to read the checkout."""
+    command = [str(installed.bin("stunmeshd")), *args]
+    command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    return subprocess.run(command, cwd="/", capture_output=True, text=True, timeout=60, check=False)
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
@@ -141,10 +149,11 @@ def unreadable_config() -> Iterator[Path]:
         shutil.rmtree(directory)
 
 
-def test_check_unreadable_file(unreadable_config: Path) -> None:
+def test_check_unreadable_file(unreadable_config: Path, request: pytest.FixtureRequest) -> None:
     if os.geteuid() == 0:  # root reads anything: run the check as nobody
         require(shutil.which("setpriv") is not None, "setpriv (util-linux) to drop root")
-        result = stunmeshd("--check", "-c", str(unreadable_config), user="65534")
+        installed = request.getfixturevalue("installed")  # built only when it is needed
+        result = installed_stunmeshd(installed, "65534", "--check", "-c", str(unreadable_config))
     else:
         result = stunmeshd("--check", "-c", str(unreadable_config))
     assert_one_error_line(result, str(unreadable_config), "permission denied")
