@@ -178,7 +178,7 @@ def test_active_local_user_may_refresh_through_polkit() -> None:
     session: a login on tty2 (PAM "login", so pam_systemd registers it on seat0), made the
     foreground VT. The same user outside that session is refused (allow_any: auth_admin)."""
     sh("useradd", "--create-home", "smtester")
-    out = Path("/tmp/smtester-call")
+    out = Path("/home/smtester/call")  # the user's own directory: written by the session
     call = f"busctl call {BUS_NAME} {OBJECT} {IFACE} Refresh a{{sv}} 0"
     sh("systemctl", "start", UNIT)
     try:
@@ -193,12 +193,14 @@ def test_active_local_user_may_refresh_through_polkit() -> None:
             f"loginctl show-session $XDG_SESSION_ID -p Active -p Seat -p Remote > {out}; "
             f"{call} >> {out} 2>&1; echo rc=$? >> {out}"
         )
-        sh(
+        login = sh(
             "systemd-run", "--wait", "--collect", "--unit=smtester-login",
             "-p", "PAMName=login", "-p", "User=smtester", "-p", "TTYPath=/dev/tty2",
             "-p", "StandardInput=tty", "-p", "StandardOutput=tty",
             "/bin/sh", "-c", script,
         )  # fmt: skip
+        log = sh("journalctl", "-b", "-u", "smtester-login", "-o", "cat", check=False).stdout
+        assert out.exists(), f"{login.stdout}{login.stderr}\n{log}"
         lines = out.read_text().splitlines()
         assert {"Active=yes", "Seat=seat0", "Remote=no"} <= set(lines), lines
         assert lines[-1] == "rc=0", lines
