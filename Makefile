@@ -14,8 +14,12 @@ DESKTOP_DEBS := xvfb xfce4-panel xdotool imagemagick librsvg2-common fonts-dejav
 DEBS    += $(DESKTOP_DEBS)
 DEBS    += miniupnpd-nftables
 
+# the VM tier (make test-vm): qemu, Debian's kernel (it has wireguard.ko), a static busybox
+DEBS    += qemu-system-x86 linux-image-amd64 busybox-static
+
 BENCHES := stun_overhead convergence scale store_cycle bus_latency recovery idle
 BENCHES += applet_idle
+BENCHES += kernel_wg
 BENCHES += bus_reconnect
 BENCHES += portmap
 BENCHES += store_watch
@@ -26,7 +30,7 @@ PREFIX  ?= /usr
 DESTDIR ?=
 WHEELHOUSE ?=
 
-.PHONY: all deps venv test lint typecheck demo install uninstall wheelhouse deb applet-screenshot clean $(addprefix bench-,$(BENCHES))
+.PHONY: all deps venv test test-vm lint typecheck demo install uninstall wheelhouse deb applet-screenshot clean $(addprefix bench-,$(BENCHES))
 
 all: test
 
@@ -45,7 +49,11 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 test: deps venv
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not vm"
+
+# The VM tier (tests/vm, README "The VM tier"): the .deb under systemd, kernel WireGuard.
+test-vm: deps venv deb
+	$(PY) -m pytest -m vm tests/vm
 
 lint: venv
 	$(VENV)/bin/ruff check stunmeshd tests bench

@@ -1,13 +1,16 @@
 """Logging set-up: one line per event on stderr, ``console`` (journald-friendly) or ``json``.
 
 Messages carry ``key=value`` context. journald stamps time and unit itself, so the console
-format does not repeat them.
+format does not repeat them. When stderr is journald's stream (systemd sets ``JOURNAL_STREAM``),
+each line starts with the syslog ``<N>`` priority prefix, which journald strips and stores as
+the entry's PRIORITY: ``journalctl -p warning`` then shows warnings, not every line as info.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -37,12 +40,51 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
+# logging level -> syslog priority (sd-daemon(3)'s prefixes)
+SYSLOG_PRIORITIES = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class JournalPriorityFormatter(logging.Formatter):
+    """Prefixes another formatter's lines with ``<N>``, the priority journald reads."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = SYSLOG_PRIORITIES.get(record.levelno, 6)
+        # every line of a multi-line message (a traceback) keeps the record's priority
+        return "\n".join(f"<{priority}>{line}" for line in self.inner.format(record).split("\n"))
+
+
+def stderr_is_journal() -> bool:
+    """True when stderr is the journald stream systemd named in ``JOURNAL_STREAM`` (dev:ino)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if not stream:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
 def setup_logging(level: str = "info", fmt: str = "console") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    formatter: logging.Formatter = (
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    )
+    if stderr_is_journal():
+        formatter = JournalPriorityFormatter(formatter)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     set_level(level)

@@ -6,6 +6,9 @@ benchmark and ``make demo`` all run it.
 ``protocol`` (the interfaces') and ``peer_protocol`` (each peer's) are the config's; any IPv6
 in them builds the lab dual stack (``Lab(ipv6=True)``). With ``protocol="ipv6"`` the hosts
 also reach the OpenDHT proxies over IPv6, so an IPv6-only pair uses no IPv4 at all.
+
+``kernel`` names the sites whose WireGuard is a kernel device instead of wireguard-go (only
+where the kernel has the module: the VM tier).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class MeshLab(Resource):
         protocol: str = "ipv4",
         peer_protocol: str = "ipv4",
         ipv6: bool | None = None,
+        kernel: Sequence[str] = (),
     ) -> None:
         if ipv6 is None:
             ipv6 = "ipv6" in protocol or "dualstack" in protocol or "ipv6" in peer_protocol
@@ -100,6 +104,7 @@ class MeshLab(Resource):
         self.refresh_interval = refresh_interval
         self.store_kind = store
         self.keys = keys or {}
+        self.kernel = frozenset(kernel)  # labels of the sites with kernel WireGuard
         self.nodes: dict[str, Node] = {}
         self.store_dir = self.lab.workdir / "records"
         self.dht_urls: list[str] = []
@@ -126,7 +131,9 @@ class MeshLab(Resource):
                 ]
         wgs = await asyncio.gather(
             *(
-                self.lab.start_wireguard(s, private_key=self.keys.get(s.label))
+                self.lab.start_wireguard(
+                    s, private_key=self.keys.get(s.label), kernel=s.label in self.kernel
+                )
                 for s in self.lab.sites
             )
         )

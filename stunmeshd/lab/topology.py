@@ -94,7 +94,8 @@ class Site:
 
 @dataclass
 class WireGuard:
-    """One wireguard-go process in a lab host."""
+    """One WireGuard device in a lab host: a wireguard-go process, or (``process`` None) a
+    kernel device (the VM tier, whose kernel has the module)."""
 
     site: Site
     ifname: str
@@ -102,7 +103,11 @@ class WireGuard:
     private_key: bytes = field(repr=False)
     public_key: bytes
     tunnel_ip: str
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | None
+
+    @property
+    def kernel(self) -> bool:
+        return self.process is None
 
     @property
     def public_key_b64(self) -> str:
@@ -110,7 +115,8 @@ class WireGuard:
 
     @property
     def uapi_dir(self) -> Path:
-        """The host's /run/wireguard, reached from the root mount namespace."""
+        """The host's /run/wireguard, reached from the root mount namespace (wireguard-go)."""
+        assert self.process is not None, "a kernel device has no UAPI socket"
         return Path(f"/proc/{self.process.pid}/root/run/wireguard")
 
     async def wg(self, *args: str, input: bytes | None = None) -> str:
@@ -132,7 +138,10 @@ class WireGuard:
         await self.wg(*args)
 
     async def stop(self, *, graceful: bool = False) -> None:
-        """Stop wireguard-go; its interface disappears with it."""
+        """Stop wireguard-go (or delete the kernel device); its interface disappears with it."""
+        if self.process is None:
+            await self.site.host.run("ip", "link", "del", self.ifname, check=False)
+            return
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
@@ -555,12 +564,18 @@ class Lab(Resource):
         listen_port: int = WG_PORT,
         tunnel_ip: str | None = None,
         private_key: bytes | None = None,
+        kernel: bool = False,
     ) -> WireGuard:
-        """Start wireguard-go on a host with a key, a listen port and a tunnel address."""
+        """Start wireguard-go (or create a kernel device: ``kernel``) on a host with a key, a
+        listen port and a tunnel address."""
         key = PrivateKey(private_key) if private_key else PrivateKey.generate()
-        proc = await self.spawn(
-            site.host, "wireguard-go", "-f", ifname, log_name=f"wireguard-go-{ifname}"
-        )
+        proc = None
+        if kernel:
+            await site.host.run("ip", "link", "add", ifname, "type", "wireguard")
+        else:
+            proc = await self.spawn(
+                site.host, "wireguard-go", "-f", ifname, log_name=f"wireguard-go-{ifname}"
+            )
         wg = WireGuard(
             site=site,
             ifname=ifname,
@@ -570,7 +585,7 @@ class Lab(Resource):
             tunnel_ip=tunnel_ip or site.tunnel_ip,
             process=proc,
         )
-        if not await _uapi_ready(wg.uapi_dir / f"{ifname}.sock", proc):
+        if proc is not None and not await _uapi_ready(wg.uapi_dir / f"{ifname}.sock", proc):
             raise LabError(f"wireguard-go did not start in {site.host.name} (see {self.workdir})")
         key_file = self.workdir / f"{site.host.name}-{ifname}.key"
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import errno
+import ipaddress
 import itertools
 import logging
 import os
@@ -41,6 +42,8 @@ from pyroute2.netlink.generic.wireguard import (
     WG_CMD_SET_DEVICE,
     WG_GENL_NAME,
     WG_GENL_VERSION,
+    WGPEER_F_REMOVE_ME,
+    WGPEER_F_REPLACE_ALLOWEDIPS,
     WGPEER_F_UPDATE_ONLY,
     wgmsg,
 )
@@ -59,6 +62,8 @@ DUMP_RETRIES = 3  # a dump interrupted by a concurrent peer change is simply ask
 MAX_REPLY_MESSAGES = 100_000
 NLA_HDR_LEN = 4
 SOCKADDR_IN, SOCKADDR_IN6 = 16, 28
+# allowed IPs one reset request may carry: ~40 bytes each, far below the socket's send buffer
+MAX_RESET_ALLOWED_IPS = 1000
 
 
 class NetlinkErrno(Exception):
@@ -120,12 +125,13 @@ def build_get_request(ifname: str) -> wgmsg:
     return msg
 
 
-def build_set_endpoint_request(
-    ifname: str, public_key: bytes, endpoint: str, *, keepalive: int | None = None
-) -> wgmsg:
-    """WG_CMD_SET_DEVICE with one peer flagged WGPEER_F_UPDATE_ONLY (never creates a peer)."""
-    if not isinstance(public_key, bytes) or len(public_key) != KEY_LEN:
-        raise WireGuardError("peer public key must be 32 bytes")
+def _check_key(key: bytes, what: str) -> None:
+    if not isinstance(key, bytes) or len(key) != KEY_LEN:
+        raise WireGuardError(f"{what} must be 32 bytes")
+
+
+def _sockaddr(endpoint: str) -> dict[str, Any]:
+    """pyroute2's WGPEER_A_ENDPOINT value for ``ip:port`` / ``[ip%zone]:port``."""
     try:
         host, port, _ = parse_endpoint(endpoint)
         format_endpoint(host, port)
@@ -136,22 +142,84 @@ def build_set_endpoint_request(
         zone = host.partition("%")[2]
         sockaddr["addr"] = host.partition("%")[0]
         sockaddr["scope_id"] = _swap32(_zone_index(zone))
-    peer: list[list[Any]] = [
-        ["WGPEER_A_PUBLIC_KEY", base64.b64encode(public_key)],
-        ["WGPEER_A_FLAGS", WGPEER_F_UPDATE_ONLY],
-        ["WGPEER_A_ENDPOINT", sockaddr],
-    ]
-    if keepalive is not None:
-        if isinstance(keepalive, bool) or not isinstance(keepalive, int):
-            raise WireGuardError(f"keepalive must be an integer, not {keepalive!r}")
-        if not 0 <= keepalive <= 65535:
-            raise WireGuardError(f"keepalive out of range (0-65535): {keepalive}")
-        peer.append(["WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL", keepalive])
+    return sockaddr
+
+
+def _keepalive_attr(keepalive: int) -> list[Any]:
+    if isinstance(keepalive, bool) or not isinstance(keepalive, int):
+        raise WireGuardError(f"keepalive must be an integer, not {keepalive!r}")
+    if not 0 <= keepalive <= 65535:
+        raise WireGuardError(f"keepalive out of range (0-65535): {keepalive}")
+    return ["WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL", keepalive]
+
+
+def _set_device(ifname: str, peers: list[list[list[Any]]]) -> wgmsg:
     msg = wgmsg()
     msg["cmd"] = WG_CMD_SET_DEVICE
     msg["version"] = WG_GENL_VERSION
-    msg["attrs"] = [["WGDEVICE_A_IFNAME", ifname], ["WGDEVICE_A_PEERS", [{"attrs": peer}]]]
+    msg["attrs"] = [
+        ["WGDEVICE_A_IFNAME", ifname],
+        ["WGDEVICE_A_PEERS", [{"attrs": peer} for peer in peers]],
+    ]
     return msg
+
+
+def build_set_endpoint_request(
+    ifname: str, public_key: bytes, endpoint: str, *, keepalive: int | None = None
+) -> wgmsg:
+    """WG_CMD_SET_DEVICE with one peer flagged WGPEER_F_UPDATE_ONLY (never creates a peer)."""
+    _check_key(public_key, "peer public key")
+    peer: list[list[Any]] = [
+        ["WGPEER_A_PUBLIC_KEY", base64.b64encode(public_key)],
+        ["WGPEER_A_FLAGS", WGPEER_F_UPDATE_ONLY],
+        ["WGPEER_A_ENDPOINT", _sockaddr(endpoint)],
+    ]
+    if keepalive is not None:
+        peer.append(_keepalive_attr(keepalive))
+    return _set_device(ifname, [peer])
+
+
+def _allowed_ip_attrs(cidr: str) -> dict[str, Any]:
+    try:
+        net = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise WireGuardError(f"malformed allowed IP {cidr!r}") from None
+    family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+    return {
+        "attrs": [
+            ["WGALLOWEDIP_A_FAMILY", family],
+            ["WGALLOWEDIP_A_IPADDR", net.network_address.packed],
+            ["WGALLOWEDIP_A_CIDR_MASK", net.prefixlen],
+        ]
+    }
+
+
+def build_reset_peer_request(ifname: str, peer: PeerInfo, endpoint: str, keepalive: int) -> wgmsg:
+    """One WG_CMD_SET_DEVICE that removes ``peer`` and adds it again: same preshared key and
+    allowed IPs, the new endpoint, keepalive on.
+
+    The kernel applies the peers of one request in order under its device lock, so nothing
+    sees the peer missing; the new peer is not held back by an earlier attempt, and its
+    keepalive (0 -> N) makes it initiate a handshake at once.
+    """
+    _check_key(peer.public_key, "peer public key")
+    key = base64.b64encode(peer.public_key)
+    again: list[list[Any]] = [
+        ["WGPEER_A_PUBLIC_KEY", key],
+        ["WGPEER_A_FLAGS", WGPEER_F_REPLACE_ALLOWEDIPS],
+        ["WGPEER_A_ENDPOINT", _sockaddr(endpoint)],
+        _keepalive_attr(keepalive),
+    ]
+    if peer.preshared_key and any(peer.preshared_key):
+        _check_key(peer.preshared_key, "preshared key")
+        again.append(["WGPEER_A_PRESHARED_KEY", base64.b64encode(peer.preshared_key)])
+    if peer.allowed_ips:
+        again.append(["WGPEER_A_ALLOWEDIPS", [_allowed_ip_attrs(ip) for ip in peer.allowed_ips]])
+    removal: list[list[Any]] = [
+        ["WGPEER_A_PUBLIC_KEY", key],
+        ["WGPEER_A_FLAGS", WGPEER_F_REMOVE_ME],
+    ]
+    return _set_device(ifname, [removal, again])
 
 
 def _zone_index(zone: str) -> int:
@@ -172,7 +240,7 @@ class _Peer:
     """A peer assembled across dump messages: a peer with many allowed IPs is split, and its
     continuation carries only the public key and the rest of the allowed IPs."""
 
-    __slots__ = ("endpoint", "handshake", "keepalive", "public_key", "rx", "tx")
+    __slots__ = ("allowed", "endpoint", "handshake", "keepalive", "psk", "public_key", "rx", "tx")
 
     def __init__(self, public_key: bytes) -> None:
         self.public_key = public_key
@@ -181,6 +249,8 @@ class _Peer:
         self.rx = 0
         self.tx = 0
         self.keepalive = 0
+        self.psk = b""
+        self.allowed: list[str] = []
 
     def freeze(self) -> PeerInfo:
         return PeerInfo(
@@ -190,6 +260,8 @@ class _Peer:
             rx_bytes=self.rx,
             tx_bytes=self.tx,
             persistent_keepalive=self.keepalive,
+            allowed_ips=tuple(self.allowed),
+            preshared_key=self.psk,
         )
 
 
@@ -260,6 +332,27 @@ def _merge_peer(peers: dict[bytes, _Peer], nest: Any) -> None:
     value = _attr(nest, "WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL", 2)
     if value is not None:
         peer.keepalive = int(value)
+    value = _attr(nest, "WGPEER_A_PRESHARED_KEY", KEY_LEN)
+    if value is not None:
+        peer.psk = _key(value, "preshared key")
+    for group in nest.get_attrs("WGPEER_A_ALLOWEDIPS"):
+        for allowed in group or ():
+            peer.allowed.append(_allowed_ip(allowed))
+
+
+def _allowed_ip(nest: Any) -> str:
+    """``addr/cidr`` of one WGALLOWEDIP nest (re-creating a peer needs them all)."""
+    family = _attr(nest, "WGALLOWEDIP_A_FAMILY", 2)
+    raw = _attr(nest, "WGALLOWEDIP_A_IPADDR", 4, 16)
+    cidr = _attr(nest, "WGALLOWEDIP_A_CIDR_MASK", 1)
+    if raw is None or cidr is None:
+        raise WireGuardError("netlink allowed IP without an address or mask")
+    packed = bytes.fromhex(str(raw).replace(":", ""))
+    address = ipaddress.ip_address(packed)
+    expected = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    if family != expected or not 0 <= int(cidr) <= address.max_prefixlen:
+        raise WireGuardError("netlink allowed IP with an inconsistent family or mask")
+    return f"{address}/{int(cidr)}"
 
 
 def _attr(container: Any, name: str, *sizes: int) -> Any:
@@ -427,13 +520,18 @@ class NetlinkBackend:
         await self._run(ifname, msg, NLM_F_REQUEST | NLM_F_ACK, "set a peer endpoint on")
 
     async def reset_peer(self, ifname: str, peer: PeerInfo, endpoint: str, keepalive: int) -> None:
-        """Kernel WireGuard: set the endpoint and kick, without re-creating the peer.
+        """Re-create the peer (as read: allowed IPs, preshared key) in one request, so an
+        attempt made before its endpoint was known does not hold the handshake back 5 s.
 
-        Re-creating needs the peer's allowed IPs, which this backend does not read yet, so a
-        handshake attempt made before the endpoint was known still holds the next one back
-        for up to 5 s here.
+        A peer with more allowed IPs than one request carries safely only gets the endpoint
+        and the kick (the hold-back then applies, as before).
         """
-        await self.set_endpoint(ifname, peer.public_key, endpoint, keepalive=keepalive)
+        check_ifname(ifname)
+        if len(peer.allowed_ips) > MAX_RESET_ALLOWED_IPS:
+            await self.set_endpoint(ifname, peer.public_key, endpoint, keepalive=keepalive)
+            return
+        msg = build_reset_peer_request(ifname, peer, endpoint, keepalive)
+        await self._run(ifname, msg, NLM_F_REQUEST | NLM_F_ACK, "re-create a peer on")
 
     async def _run(self, ifname: str, msg: Any, flags: int, action: str) -> list[bytes]:
         """Resolve the family and send one request on a fresh socket, bounded in time."""

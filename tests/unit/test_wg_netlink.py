@@ -26,6 +26,7 @@ from pyroute2.netlink.generic.wireguard import wgmsg
 
 from stunmeshd.errors import DeviceNotFound, WireGuardError
 from stunmeshd.wireguard import NetlinkBackend
+from stunmeshd.wireguard.base import PeerInfo
 from stunmeshd.wireguard.netlink import parse_device_dump
 
 # RFC 7748 section 6.1 (X25519): Alice's private key and the public key it derives.
@@ -593,3 +594,98 @@ async def test_real_kernel_answers_for_a_missing_interface() -> None:
         await NetlinkBackend().read_device("smdnone0")
     if os.geteuid() == 0:  # unprivileged, a loaded module answers EPERM first
         assert isinstance(caught.value, DeviceNotFound)
+
+
+# ---- re-creating a never-connected peer (reset_peer) --------------------------------------
+
+WGPEER_F_REMOVE_ME, WGPEER_F_REPLACE_ALLOWEDIPS = 0x1, 0x2
+
+
+def peers_of(request: bytes) -> list[dict[int, bytes]]:
+    """The attributes of every peer nest of a SET_DEVICE request, in order."""
+    device = walk(request[20:])
+    (payload,) = [p for k, p in device if k == DEV_PEERS | NESTED]
+    return [dict(walk(peer)) for _, peer in walk(payload)]
+
+
+def allowed_of(payload: bytes) -> list[dict[int, bytes]]:
+    return [dict(walk(entry)) for _, entry in walk(payload)]
+
+
+async def test_dump_carries_allowed_ips_and_preshared_key(kernel: FakeKernel) -> None:
+    kernel.answer = lambda request, seq: hand_built_dump(seq)
+    info = await backend(kernel).read_device("wg0")
+    # B's allowed IPs span two messages (the kernel splits long peers)
+    assert info.peers[PEER_B].allowed_ips == ("198.19.0.3/32", "2001:db8:1::/64")
+    assert info.peers[PEER_A].allowed_ips == ("198.19.0.2/32",)
+    assert info.peers[PEER_C].allowed_ips == ()
+    assert info.peers[PEER_B].preshared_key == PSK
+    assert repr(PSK) not in repr(info)  # a secret: kept out of reprs (and so out of logs)
+
+
+async def test_reset_peer_removes_and_re_adds_the_peer_in_one_request(
+    kernel: FakeKernel,
+) -> None:
+    """Read from a recorded dump, re-created with the same allowed IPs and preshared key."""
+    kernel.answer = lambda request, seq: hand_built_dump(seq)
+    wg = backend(kernel)
+    peer = (await wg.read_device("wg0")).peers[PEER_B]
+    kernel.requests.clear()
+    kernel.answer = lambda request, seq: [error(request, 0)]
+    await wg.reset_peer("wg0", peer, "203.0.113.20:40000", 25)
+
+    (request,) = kernel.requests  # one transaction: the kernel applies it under its lock
+    _, _, flags, _, _ = struct.unpack_from("=IHHII", request)
+    assert flags == F_REQUEST | F_ACK
+    removal, again = peers_of(request)
+    assert removal == {
+        PEER_PUBLIC_KEY: PEER_B,
+        PEER_FLAGS: struct.pack("=I", WGPEER_F_REMOVE_ME),
+    }
+    allowed = again.pop(PEER_ALLOWEDIPS | NESTED)
+    assert again == {
+        PEER_PUBLIC_KEY: PEER_B,
+        PEER_FLAGS: struct.pack("=I", WGPEER_F_REPLACE_ALLOWEDIPS),  # not UPDATE_ONLY: creates
+        PEER_ENDPOINT: sockaddr_in("203.0.113.20", 40000),
+        PEER_KEEPALIVE: struct.pack("=H", 25),
+        PEER_PRESHARED_KEY: PSK,
+    }
+    expected = [dict(walk(walk(allowedip(ip, cidr))[0][1])) for ip, cidr in
+                (("198.19.0.3", 32), ("2001:db8:1::", 64))]  # fmt: skip
+    assert allowed_of(allowed) == expected
+
+
+async def test_reset_peer_without_preshared_key_sends_none(kernel: FakeKernel) -> None:
+    kernel.answer = lambda request, seq: [error(request, 0)]
+    peer = PeerInfo(
+        PEER_A, None, 0.0, 0, 0, 0, allowed_ips=("10.0.0.0/8",), preshared_key=bytes(32)
+    )
+    await backend(kernel).reset_peer("wg0", peer, "[2001:db8::7]:51821", 25)
+    _, again = peers_of(kernel.requests[0])
+    assert PEER_PRESHARED_KEY not in again
+    assert again[PEER_ENDPOINT] == sockaddr_in6("2001:db8::7", 51821)
+
+
+async def test_reset_peer_with_huge_allowed_ips_only_sets_the_endpoint(kernel: FakeKernel) -> None:
+    kernel.answer = lambda request, seq: [error(request, 0)]
+    many = tuple(f"10.{i // 256}.{i % 256}.0/24" for i in range(2000))
+    peer = PeerInfo(PEER_A, None, 0.0, 0, 0, 0, allowed_ips=many)
+    await backend(kernel).reset_peer("wg0", peer, "203.0.113.20:40000", 25)
+    for request in kernel.requests:  # the update-only endpoint change (keepalive 0, then 25)
+        _, _, attrs = peer_of(request)
+        assert dict(attrs)[PEER_FLAGS] == struct.pack("=I", WGPEER_F_UPDATE_ONLY)
+
+
+async def test_reset_peer_refusal_is_a_wireguard_error(kernel: FakeKernel) -> None:
+    kernel.answer = lambda request, seq: [error(request, errno.EINVAL)]
+    peer = PeerInfo(PEER_A, None, 0.0, 0, 0, 0, allowed_ips=("10.0.0.0/8",))
+    with pytest.raises(WireGuardError):
+        await backend(kernel).reset_peer("wg0", peer, "203.0.113.20:40000", 25)
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.0/33", "not-an-ip/8"])
+async def test_reset_peer_with_a_bad_allowed_ip_sends_nothing(kernel: FakeKernel, bad: str) -> None:
+    peer = PeerInfo(PEER_A, None, 0.0, 0, 0, 0, allowed_ips=(bad,))
+    with pytest.raises(WireGuardError):
+        await backend(kernel).reset_peer("wg0", peer, "203.0.113.20:40000", 25)
+    assert kernel.requests == []
