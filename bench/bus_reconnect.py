@@ -21,12 +21,10 @@ import os
 import statistics
 from types import SimpleNamespace
 
-from dbus_fast import Message, MessageType
-
 from stunmeshd.bus import BusKeeper
 from stunmeshd.bus.names import BUS_NAME
 from stunmeshd.config import Config
-from stunmeshd.lab.sysbus import PrivateBus
+from stunmeshd.lab.sysbus import PrivateBus, name_has_owner
 from stunmeshd.model import DeviceState, ManagerState, Model, PeerState
 
 
@@ -57,17 +55,7 @@ async def owned_after(bus: PrivateBus, timeout: float = 30.0) -> float:
         began = loop.time()
         async with asyncio.timeout(timeout):
             while True:
-                reply = await client.call(
-                    Message(
-                        destination="org.freedesktop.DBus",
-                        path="/org/freedesktop/DBus",
-                        interface="org.freedesktop.DBus",
-                        member="NameHasOwner",
-                        signature="s",
-                        body=[BUS_NAME],
-                    )
-                )
-                if reply.message_type is MessageType.METHOD_RETURN and reply.body[0]:
+                if await name_has_owner(client, BUS_NAME):
                     return loop.time() - began
                 await asyncio.sleep(0.01)
     finally:

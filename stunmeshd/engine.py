@@ -562,30 +562,27 @@ class DeviceWorker:
             "tx_bytes": 0,
         }
         if status is None:
-            status = self.engine.model.add_peer(
-                self.status,
-                name=cfg.label,
-                public_key=b64(cfg.public_key),
-                store=cfg.plugin,
-                protocol=cfg.protocol,
-                description=cfg.description,
-                **fields,
-            )
+            status = self._new_peer_status(cfg, **fields)
         else:
             status.update(**fields)
         self.absent[cfg.public_key] = status
 
+    def _new_peer_status(self, cfg: PeerConfig, **fields: Any) -> PeerStatus:
+        """The Peer object of a configured peer (its bus object appears with it)."""
+        return self.engine.model.add_peer(
+            self.status,
+            name=cfg.label,
+            public_key=b64(cfg.public_key),
+            store=cfg.plugin,
+            protocol=cfg.protocol,
+            description=cfg.description,
+            **fields,
+        )
+
     def _add_peer(self, cfg: PeerConfig) -> None:
         status = self.absent.pop(cfg.public_key, None)
         if status is None:
-            status = self.engine.model.add_peer(
-                self.status,
-                name=cfg.label,
-                public_key=b64(cfg.public_key),
-                store=cfg.plugin,
-                protocol=cfg.protocol,
-                description=cfg.description,
-            )
+            status = self._new_peer_status(cfg)
         else:  # WireGuard gained the peer: the same object moves on, with a full cycle
             status.update(state=PeerState.UNKNOWN, last_error="")
             self._warned.discard(f"missing:{b64(cfg.public_key)}")

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from stunmeshd.lab.resource import Resource
+from stunmeshd.lab.sysbus import name_has_owner
 
 REPO = Path(__file__).resolve().parents[2]
 WATCHER_NAME = "org.kde.StatusNotifierWatcher"
@@ -138,19 +138,8 @@ class SessionBus(Resource):
 async def wait_for_name(bus: MessageBus, name: str, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while True:
-            reply = await bus.call(
-                Message(
-                    destination="org.freedesktop.DBus",
-                    path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus",
-                    member="NameHasOwner",
-                    signature="s",
-                    body=[name],
-                )
-            )
-            if reply is not None and reply.message_type is MessageType.METHOD_RETURN:
-                if reply.body[0]:
-                    return
+            if await name_has_owner(bus, name):
+                return
             await asyncio.sleep(0.05)
 
 

@@ -70,6 +70,25 @@ BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Config
 """
 
 
+async def name_has_owner(bus: MessageBus, name: str) -> bool:
+    """Whether ``name`` has an owner on ``bus`` (False while the bus cannot answer)."""
+    reply = await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="NameHasOwner",
+            signature="s",
+            body=[name],
+        )
+    )
+    return (
+        reply is not None
+        and reply.message_type is MessageType.METHOD_RETURN
+        and bool(reply.body[0])
+    )
+
+
 class PrivateBus(Resource):
     """A system-type dbus-daemon of our own; ``address`` is what clients and the daemon use."""
 
@@ -172,17 +191,7 @@ class PrivateBus(Resource):
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    reply = await bus.call(
-                        Message(
-                            destination="org.freedesktop.DBus",
-                            path="/org/freedesktop/DBus",
-                            interface="org.freedesktop.DBus",
-                            member="NameHasOwner",
-                            signature="s",
-                            body=[name],
-                        )
-                    )
-                    if reply.message_type is MessageType.METHOD_RETURN and reply.body[0]:
+                    if await name_has_owner(bus, name):
                         return
                     for proc in (self.polkitd, self.daemon):
                         if proc is not None and proc.returncode is not None:
