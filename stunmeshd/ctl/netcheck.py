@@ -71,7 +71,7 @@ class PortMappingReport:
     gateway: str = ""  # the gateway asked; empty when none was
     protocols: dict[str, bool] = field(default_factory=dict)  # "pcp", "natpmp", "upnp"
     external_ip: str = ""  # the router's external address, when an answer carries it
-    note: str = "not probed (IPv4 not probed)"
+    note: str = "not probed (only IPv6 was probed)"
 
     @property
     def offered(self) -> list[str]:

@@ -99,7 +99,7 @@ def test_verdicts_with_port_mapping() -> None:
 
 def test_text_for_port_mapping() -> None:
     rep = report(ipv4=cone(source_port=4000))
-    assert render(rep).splitlines()[-2] == "  * port mapping: not probed (IPv4 not probed)"
+    assert render(rep).splitlines()[-2] == "  * port mapping: not probed (only IPv6 was probed)"
     rep.port_mapping = NATPMP_ONLY
     assert render(rep).splitlines()[-2] == (
         "  * port mapping: gateway 198.18.1.1: NAT-PMP offered; not PCP, UPnP IGD; "
