@@ -360,13 +360,14 @@ def render(report: Report) -> str:
         if not fam.reachable:
             lines.append(f"  * {label}: no ({fam.note or 'no answer'})")
             continue
-        nat = {True: f"behind NAT, local {fam.local}", False: "no NAT"}.get(
-            fam.behind_nat, "NAT unknown"
-        )
+        nats: dict[bool | None, str] = {True: f"behind NAT, local {fam.local}", False: "no NAT"}
+        nat = nats.get(fam.behind_nat, "NAT unknown")
         lines.append(f"  * {label}: yes, public {fam.public} ({nat}; from port {fam.source_port})")
-        stable = {True: "same towards every server", False: "DIFFERENT per server"}.get(
-            fam.stable, "one server answered"
-        )
+        stabilities: dict[bool | None, str] = {
+            True: "same towards every server",
+            False: "DIFFERENT per server",
+        }
+        stable = stabilities.get(fam.stable, "one server answered")
         lines.append(f"      mapping {fam.mapping} ({stable}); filtering {fam.filtering}")
         if fam.note:
             lines.append(f"      {fam.note}")
