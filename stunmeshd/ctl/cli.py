@@ -430,12 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
     netcheck = sub.add_parser(
         "netcheck",
         parents=[common],
-        help="probe this network: NAT behaviour, IPv6, latency (no daemon needed)",
+        help="probe this network: NAT behaviour, port mapping, IPv6, latency (no daemon needed)",
         description="Measure what this network lets stunmeshd do, without the daemon: per STUN "
         "server and family the round trip and mapped address, the NAT's mapping and filtering "
-        "behaviour (RFC 5780), whether the mapping is the same towards every server, IPv6, and "
-        "a one-line verdict. Servers: --server, else the running daemon's, else the "
-        "configuration file's.",
+        "behaviour (RFC 5780), whether the mapping is the same towards every server, which "
+        "port-mapping protocols (PCP, NAT-PMP, UPnP IGD) the default gateway offers (asked "
+        "only, nothing is mapped), IPv6, and a one-line verdict. Servers: --server, else the "
+        "running daemon's, else the configuration file's.",
     )
     netcheck.add_argument(
         "--server",

@@ -8,7 +8,9 @@ server, whether IPv6 works, and a one-line verdict. Probes leave from an ordinar
 daemon does from WireGuard's (root). The mapping behaviour is the NAT's, whatever the port —
 except a NAT with a rule for one port (the lab's port-changing NAT): ``--port`` shows that.
 
-Port-mapping protocols (UPnP IGD, NAT-PMP, PCP) are not implemented yet: reported as not probed.
+With IPv4, the default gateway is asked which port-mapping protocols it offers (PCP, NAT-PMP,
+UPnP IGD: portmap's parallel probe, read-only questions, no mapping is made), since stunmeshd's
+port mapping gets through a NAT that STUN alone cannot.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from stunmeshd.stun.udp import UdpStunTransport, local_address
 FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 PROBE_RTO = 0.25  # s; three tries: a silent server costs about 2 s, not the RFC's 39.5 s
 PROBE_TRANSMISSIONS = 3
-NOT_PROBED = "not probed (not implemented yet)"
+MAPPING_NAMES = {"pcp": "PCP", "natpmp": "NAT-PMP", "upnp": "UPnP IGD"}
 
 
 @dataclass
@@ -63,15 +65,27 @@ class FamilyReport:
 
 
 @dataclass
+class PortMappingReport:
+    """What the default IPv4 gateway answered to portmap's probe (nothing mapped)."""
+
+    gateway: str = ""  # the gateway asked; empty when none was
+    protocols: dict[str, bool] = field(default_factory=dict)  # "pcp", "natpmp", "upnp"
+    external_ip: str = ""  # the router's external address, when an answer carries it
+    note: str = "not probed (only IPv6 was probed)"
+
+    @property
+    def offered(self) -> list[str]:
+        return [MAPPING_NAMES[p] for p, yes in self.protocols.items() if yes]
+
+
+@dataclass
 class Report:
     mode: str
     source_port: int | None
     servers_from: str
     probes: list[Probe] = field(default_factory=list)
     families: dict[str, FamilyReport] = field(default_factory=dict)
-    port_mapping: dict[str, str] = field(
-        default_factory=lambda: {"upnp": NOT_PROBED, "nat_pmp": NOT_PROBED, "pcp": NOT_PROBED}
-    )
+    port_mapping: PortMappingReport = field(default_factory=PortMappingReport)
     verdict: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -120,7 +134,10 @@ async def run_netcheck(
     report = Report(
         mode="raw socket" if port else "udp socket", source_port=port, servers_from=servers_from
     )
+    mapping = asyncio.ensure_future(check_port_mapping()) if "ipv4" in families else None
     results = await asyncio.gather(*(check_family(servers, f, port) for f in families))
+    if mapping is not None:
+        report.port_mapping = await mapping
     for family, (probes, family_report, used_port) in zip(families, results, strict=True):
         report.probes += probes
         report.families[family] = family_report
@@ -202,6 +219,30 @@ async def check_family(
     return probes, fam, used_port
 
 
+async def check_port_mapping() -> PortMappingReport:
+    """Ask the default gateway, in parallel and within portmap's probe time, which mapping
+    protocols it speaks; only read-only questions (portmap's probe), so no mapping is made."""
+    from stunmeshd.portmap.client import PortMapClient, find_gateway
+
+    result = PortMappingReport(note="")
+    try:
+        gateway = await find_gateway()
+    except OSError as exc:
+        result.note = f"not probed (cannot read the routes: {exc.strerror or exc})"
+        return result
+    if gateway is None:
+        result.note = "not probed (no default IPv4 gateway)"
+        return result
+    result.gateway = gateway.ip
+    offers = await PortMapClient(gateway).survey()
+    result.protocols = {o.protocol.value: o.offered for o in offers}
+    result.external_ip = next((o.external_ip for o in offers if o.external_ip), "")
+    result.note = "; ".join(
+        f"{MAPPING_NAMES[o.protocol.value]} answered {o.refused}" for o in offers if o.refused
+    )
+    return result
+
+
 def _transport(family: int, port: int | None) -> Any:
     if port:
         from stunmeshd.stun.rawsock import RawStunTransport
@@ -252,6 +293,7 @@ def verdict(report: Report) -> str:
     v6 = report.families.get("ipv6")
     v6_ok = v6 is not None and v6.reachable
     v6_note = "; IPv6 works too" if v6_ok else ""
+    offered = ", ".join(report.port_mapping.offered)
     if v4 is None or not v4.reachable:
         unprobed = [f.note for f in report.families.values() if f.note.startswith("cannot probe")]
         if unprobed and not v6_ok:
@@ -268,6 +310,11 @@ def verdict(report: Report) -> str:
             f"allowed{v6_note}"
         )
     if v4.mapping == NatMapping.ENDPOINT_INDEPENDENT.value:
+        if offered and v4.filtering not in ("endpoint-independent", "address-dependent"):
+            return (
+                "direct connections will work, also with peers behind symmetric NATs, through "
+                f"the router's port mapping ({offered}){v6_note}"
+            )
         if v4.filtering in ("endpoint-independent", "address-dependent"):
             return (
                 "direct connections will work, also with most peers behind symmetric NATs "
@@ -281,6 +328,11 @@ def verdict(report: Report) -> str:
         NatMapping.ADDRESS_DEPENDENT.value,
         NatMapping.ADDRESS_AND_PORT_DEPENDENT.value,
     ):
+        if offered:
+            return (
+                f"direct connections will work through the router's port mapping ({offered}), "
+                f"although this NAT's mapping is {v4.mapping} (symmetric){v6_note}"
+            )
         return (
             f"direct IPv4 connections will fail unless the peer is directly reachable: this NAT's "
             f"mapping is {v4.mapping} (symmetric), so the port STUN sees is not the one a peer "
@@ -288,7 +340,8 @@ def verdict(report: Report) -> str:
         )
     return (
         f"this host's endpoint is {v4.public}, NAT behaviour unknown: configure a second STUN "
-        f"server or one with RFC 5780 support{v6_note}"
+        f"server or one with RFC 5780 support"
+        f"{f'; the router offers port mapping ({offered})' if offered else ''}{v6_note}"
     )
 
 
@@ -307,16 +360,32 @@ def render(report: Report) -> str:
         if not fam.reachable:
             lines.append(f"  * {label}: no ({fam.note or 'no answer'})")
             continue
-        nat = {True: f"behind NAT, local {fam.local}", False: "no NAT"}.get(
-            fam.behind_nat, "NAT unknown"
-        )
+        nats: dict[bool | None, str] = {True: f"behind NAT, local {fam.local}", False: "no NAT"}
+        nat = nats.get(fam.behind_nat, "NAT unknown")
         lines.append(f"  * {label}: yes, public {fam.public} ({nat}; from port {fam.source_port})")
-        stable = {True: "same towards every server", False: "DIFFERENT per server"}.get(
-            fam.stable, "one server answered"
-        )
+        stabilities: dict[bool | None, str] = {
+            True: "same towards every server",
+            False: "DIFFERENT per server",
+        }
+        stable = stabilities.get(fam.stable, "one server answered")
         lines.append(f"      mapping {fam.mapping} ({stable}); filtering {fam.filtering}")
         if fam.note:
             lines.append(f"      {fam.note}")
-    lines.append(f"  * port mapping (UPnP, NAT-PMP, PCP): {NOT_PROBED}")
+    lines.append(f"  * port mapping: {render_port_mapping(report.port_mapping)}")
     lines.append(f"verdict: {report.verdict}")
     return "\n".join(lines)
+
+
+def render_port_mapping(pm: PortMappingReport) -> str:
+    if not pm.gateway:
+        return pm.note
+    offered = pm.offered
+    others = [MAPPING_NAMES[p] for p, yes in pm.protocols.items() if not yes]
+    parts = [f"{', '.join(offered)} offered" if offered else "none offered"]
+    if offered and others:
+        parts.append(f"not {', '.join(others)}")
+    if pm.external_ip:
+        parts.append(f"external address {pm.external_ip}")
+    if pm.note:
+        parts.append(pm.note)
+    return f"gateway {pm.gateway}: " + "; ".join(parts)

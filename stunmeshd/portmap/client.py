@@ -35,7 +35,16 @@ from stunmeshd.netwatch import (
     rtnl_dump,
 )
 from stunmeshd.portmap import natpmp, pcp
-from stunmeshd.portmap.machine import Map, Phase, PortMapMachine, Probe, Protocol, Status, Unmap
+from stunmeshd.portmap.machine import (
+    ALL_PROTOCOLS,
+    Map,
+    Phase,
+    PortMapMachine,
+    Probe,
+    Protocol,
+    Status,
+    Unmap,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -138,6 +147,18 @@ def ssdp_location(gateway: Gateway, headers: Any) -> str | None:
     return location
 
 
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One protocol's probe answer: does the gateway speak it, and (NAT-PMP's answer carries
+    it) its external address. ``refused`` names the result code of a gateway that answered no.
+    """
+
+    protocol: Protocol
+    offered: bool
+    external_ip: str = ""
+    refused: str = ""
+
+
 class _Answers(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes | OSError] = asyncio.Queue(maxsize=16)
@@ -205,7 +226,11 @@ class PortMapClient:
                 while pending:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
-                        if not task.cancelled() and task.exception() is None and task.result():
+                        if (
+                            not task.cancelled()
+                            and task.exception() is None
+                            and task.result().offered
+                        ):
                             return probes[task]
         except TimeoutError:
             pass
@@ -215,7 +240,24 @@ class PortMapClient:
             await asyncio.gather(*probes, return_exceptions=True)
         return None
 
-    async def _probe_one(self, protocol: Protocol) -> bool:
+    async def survey(self, protocols: tuple[Protocol, ...] = ALL_PROTOCOLS) -> list[Offer]:
+        """Every protocol's answer, not just the first (netcheck): the probe's read-only
+        questions, in parallel; one still silent after PROBE_TIMEOUT is not offered."""
+        tasks = [asyncio.ensure_future(self._probe_one(p)) for p in protocols]
+        _done, pending = await asyncio.wait(tasks, timeout=PROBE_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return [
+            task.result()
+            if task.done() and not task.cancelled() and task.exception() is None
+            else Offer(protocol, False)
+            for protocol, task in zip(protocols, tasks, strict=True)
+        ]
+
+    async def _probe_one(self, protocol: Protocol) -> Offer:
+        """Ask without mapping anything: PCP ANNOUNCE, NAT-PMP's external-address request,
+        an SSDP search for an internet gateway device."""
         try:
             if protocol is Protocol.PCP:
                 answer = await udp_exchange(
@@ -224,7 +266,8 @@ class PortMapClient:
                     lambda d: pcp.parse_response(d, opcode=pcp.OP_ANNOUNCE),
                     timeout=PROBE_TIMEOUT,
                 )
-                return answer.result == pcp.Result.SUCCESS
+                ok = answer.result == pcp.Result.SUCCESS
+                return Offer(protocol, ok, refused="" if ok else _name(pcp.Result, answer.result))
             if protocol is Protocol.NATPMP:
                 reply = await udp_exchange(
                     self.gateway,
@@ -232,10 +275,12 @@ class PortMapClient:
                     natpmp.parse_external_address_response,
                     timeout=PROBE_TIMEOUT,
                 )
-                return reply.result == natpmp.Result.SUCCESS
-            return await self._find_igd()
+                if reply.result != natpmp.Result.SUCCESS:
+                    return Offer(protocol, False, refused=_name(natpmp.Result, reply.result))
+                return Offer(protocol, True, external_ip=reply.external_ip)
+            return Offer(protocol, await self._find_igd())
         except (OSError, TimeoutError):
-            return False
+            return Offer(protocol, False)
 
     async def _find_igd(self) -> bool:
         from async_upnp_client.search import SsdpSearchListener

@@ -13,9 +13,11 @@ import pytest
 
 from stunmeshd.ctl.netcheck import classify_filtering
 from stunmeshd.errors import StunError
+from stunmeshd.lab.miniupnpd import MAPPED_PUBLIC_IP
 from stunmeshd.lab.topology import Lab, NatMode
 from stunmeshd.stun.client import BindingResult
 from stunmeshd.stun.codec import CHANGE_IP, CHANGE_PORT
+from tests.prereq import require_tools
 
 V4 = ["198.51.100.1:3478", "203.0.113.1:3478"]
 V6 = ["[2001:db8:a::1]:3478", "[2001:db8:b::1]:3478"]
@@ -45,7 +47,9 @@ async def test_netcheck_tells_the_lab_nats_apart() -> None:
         assert v6["reachable"] and v6["behind_nat"] is False  # routed, not translated
         assert v6["public"].startswith("[2001:db8:1::2]:")
         assert "cone-NAT peers" in report["verdict"] and "IPv6 works" in report["verdict"]
-        assert set(report["port_mapping"].values()) == {"not probed (not implemented yet)"}
+        mapping = report["port_mapping"]  # natA without a mapping router: asked, none offered
+        assert mapping["gateway"] == lab.a.gateway_ip and mapping["external_ip"] == ""
+        assert mapping["protocols"] == {"pcp": False, "natpmp": False, "upnp": False}
 
         # from WireGuard's own port (raw socket, as the daemon): natA's rule moves it to 40000
         await lab.start_wireguard(lab.a)
@@ -76,6 +80,28 @@ async def test_netcheck_tells_the_lab_nats_apart() -> None:
         )  # fmt: skip
         out, _ = await proc.communicate()
         assert proc.returncode == 1 and b"no STUN server answered" in out
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("protocol", ["natpmp", "pcp", "upnp"])
+async def test_netcheck_names_the_routers_mapping_protocol(protocol: str) -> None:
+    """natA symmetric, its router (miniupnpd) offering one protocol: netcheck names exactly
+    that one, says direct connections work through it, and leaves no mapping behind."""
+    require_tools("miniupnpd")
+    async with Lab(nat_a=NatMode.SYMMETRIC) as lab:
+        router = await lab.start_mapping_router(lab.a, {protocol})
+        report = await netcheck(lab, "--family=ipv4", *(f"--server={s}" for s in V4))
+        mapping = report["port_mapping"]
+        assert mapping["gateway"] == lab.a.gateway_ip
+        assert mapping["protocols"] == {p: p == protocol for p in ("pcp", "natpmp", "upnp")}
+        # only NAT-PMP's answer carries the external address
+        assert mapping["external_ip"] == (MAPPED_PUBLIC_IP if protocol == "natpmp" else "")
+        assert report["families"]["ipv4"]["mapping"] == "address-and-port-dependent"
+        name = {"natpmp": "NAT-PMP", "pcp": "PCP", "upnp": "UPnP IGD"}[protocol]
+        assert report["verdict"].startswith(
+            f"direct connections will work through the router's port mapping ({name})"
+        )
+        assert await router.rules() == ""  # a probe only: nothing was mapped
 
 
 class StandInServer:

@@ -43,3 +43,8 @@ def test_kernel_wireguard_brings_pyroute2_only_when_used() -> None:
     code = "import stunmeshd.wireguard as wg\nwg.NetlinkBackend"
     assert loaded("import stunmeshd.wireguard", ("pyroute2",)) == []
     assert loaded(code, ("pyroute2",)) == ["pyroute2"]
+
+
+def test_netcheck_loads_the_port_mapper_and_upnp_only_when_probing() -> None:
+    heavy = ("async_upnp_client", "aiohttp", "stunmeshd.portmap.client")
+    assert loaded("import stunmeshd.ctl.netcheck", heavy) == []

@@ -4,7 +4,14 @@ outcome (answered, failed, never sent). The measurements themselves are tested i
 
 from __future__ import annotations
 
-from stunmeshd.ctl.netcheck import FamilyReport, Probe, Report, render, verdict
+from stunmeshd.ctl.netcheck import (
+    FamilyReport,
+    PortMappingReport,
+    Probe,
+    Report,
+    render,
+    verdict,
+)
 
 
 def report(**families: FamilyReport) -> Report:
@@ -54,3 +61,62 @@ def test_text_for_every_probe_outcome() -> None:
     assert lines[3].endswith("failed: not probed")
     assert "public 198.51.100.10:4000 (behind NAT, local 198.18.1.2; from port 4000)" in lines[4]
     assert lines[-1] == f"verdict: {rep.verdict}"
+
+
+NATPMP_ONLY = PortMappingReport(
+    gateway="198.18.1.1",
+    protocols={"pcp": False, "natpmp": True, "upnp": False},
+    external_ip="192.0.3.10",
+    note="",
+)
+NONE_OFFERED = PortMappingReport(
+    gateway="198.18.1.1", protocols={"pcp": False, "natpmp": False, "upnp": False}, note=""
+)
+
+
+def test_verdicts_with_port_mapping() -> None:
+    symmetric = report(ipv4=cone(mapping="address-and-port-dependent", stable=False))
+    symmetric.port_mapping = NATPMP_ONLY
+    assert verdict(symmetric).startswith(
+        "direct connections will work through the router's port mapping (NAT-PMP), although "
+        "this NAT's mapping is address-and-port-dependent (symmetric)"
+    )
+    symmetric.port_mapping = NONE_OFFERED
+    assert verdict(symmetric).startswith("direct IPv4 connections will fail")
+    port_restricted = report(ipv4=cone())
+    port_restricted.port_mapping = NATPMP_ONLY
+    assert verdict(port_restricted).startswith(
+        "direct connections will work, also with peers behind symmetric NATs, through the "
+        "router's port mapping (NAT-PMP)"
+    )
+    unknown = report(ipv4=cone(mapping="unknown"))
+    unknown.port_mapping = NATPMP_ONLY
+    assert verdict(unknown).endswith("; the router offers port mapping (NAT-PMP)")
+    no_nat = report(ipv4=cone(behind_nat=False))
+    no_nat.port_mapping = NATPMP_ONLY
+    assert verdict(no_nat).startswith("no NAT on IPv4")
+
+
+def test_text_for_port_mapping() -> None:
+    rep = report(ipv4=cone(source_port=4000))
+    assert render(rep).splitlines()[-2] == "  * port mapping: not probed (only IPv6 was probed)"
+    rep.port_mapping = NATPMP_ONLY
+    assert render(rep).splitlines()[-2] == (
+        "  * port mapping: gateway 198.18.1.1: NAT-PMP offered; not PCP, UPnP IGD; "
+        "external address 192.0.3.10"
+    )
+    rep.port_mapping = NONE_OFFERED
+    assert render(rep).splitlines()[-2] == "  * port mapping: gateway 198.18.1.1: none offered"
+    rep.port_mapping = PortMappingReport(
+        gateway="198.18.1.1",
+        protocols={"pcp": False, "natpmp": False, "upnp": True},
+        note="NAT-PMP answered NOT_AUTHORIZED",
+    )
+    assert (
+        render(rep)
+        .splitlines()[-2]
+        .endswith("UPnP IGD offered; not PCP, NAT-PMP; NAT-PMP answered NOT_AUTHORIZED")
+    )
+    rep.port_mapping = PortMappingReport(note="not probed (no default IPv4 gateway)")
+    assert render(rep).splitlines()[-2].endswith(": not probed (no default IPv4 gateway)")
+    assert rep.to_json()["port_mapping"]["note"] == "not probed (no default IPv4 gateway)"

@@ -42,7 +42,7 @@ complete -c stunmeshctl -n 'not __fish_seen_subcommand_from status devices peers
 complete -c stunmeshctl -n '__fish_seen_subcommand_from permissions' -l json -d 'print JSON instead of text'
 complete -c stunmeshctl -n 'not __fish_seen_subcommand_from status devices peers show refresh reload log-level permissions monitor netcheck' -a monitor -d 'print changes as they happen'
 complete -c stunmeshctl -n '__fish_seen_subcommand_from monitor' -l json -d 'print JSON instead of text'
-complete -c stunmeshctl -n 'not __fish_seen_subcommand_from status devices peers show refresh reload log-level permissions monitor netcheck' -a netcheck -d 'probe this network: NAT behaviour, IPv6, latency (no daemon needed)'
+complete -c stunmeshctl -n 'not __fish_seen_subcommand_from status devices peers show refresh reload log-level permissions monitor netcheck' -a netcheck -d 'probe this network: NAT behaviour, port mapping, IPv6, latency (no daemon needed)'
 complete -c stunmeshctl -n '__fish_seen_subcommand_from netcheck' -l json -d 'print JSON instead of text'
 complete -c stunmeshctl -n '__fish_seen_subcommand_from netcheck' -l server -x -d 'a STUN server to probe'
 complete -c stunmeshctl -n '__fish_seen_subcommand_from netcheck' -s c -l config -r -F -d 'take the STUN servers from this configuration'
