@@ -92,7 +92,7 @@ async def host(runs: int) -> int:
         print(f"cannot boot the VM: {', '.join(missing)}", file=sys.stderr)
         return 1
     script = f"cd {REPO}\n{sys.executable} bench/kernel_wg.py --guest --runs {runs}\n"
-    with Vm() as vm:
+    with Vm(keep=[REPO]) as vm:
         run = await vm.run(script, timeout=180 + runs * 240)
     print(run.output, end="")
     print(f"(VM: systemd ran the bench {run.boot_s:.1f}s after boot; whole run {run.wall_s:.0f}s)")

@@ -29,6 +29,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,16 @@ mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work,index=of
     overlay /newroot
 mkdir -p /newroot/vmshare
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 share /newroot/vmshare
+keep=/newroot/vmshare/keep
+n=0
+[ -f $keep ] && while read -r d; do
+    n=$((n+1)); mkdir -p /keep/$n; mount --bind "/newroot$d" /keep/$n
+done < $keep
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp
+n=0
+[ -f $keep ] && while read -r d; do
+    n=$((n+1)); mkdir -p "/newroot$d"; mount --move /keep/$n "/newroot$d"
+done < $keep
 sh /newroot/vmshare/prepare.sh /newroot
 umount /proc /sys
 mount --move /dev /newroot/dev
@@ -190,9 +200,12 @@ def build_initramfs(release: str) -> bytes:
 class Vm:
     """Boots the VM once per :meth:`run`; all files live in a temporary directory."""
 
-    def __init__(self, memory_mb: int = 2048, cpus: int = 2) -> None:
+    def __init__(self, memory_mb: int = 2048, cpus: int = 2, keep: Sequence[Path] = ()) -> None:
+        """``keep``: host directories the guest must still see although they lie under
+        ``/tmp``, which the guest gets fresh (a checkout cloned into a temporary directory)."""
         self.memory_mb = memory_mb
         self.cpus = cpus
+        self.keep = [p.resolve() for p in keep if p.resolve().is_relative_to("/tmp")]
         self.release = kernel_release()
         self._dir = Path(tempfile.mkdtemp(prefix="stunmeshd-vm-"))
         self.kernel = extract_to(Path(f"/boot/vmlinuz-{self.release}"), self._dir / "vmlinux")
@@ -248,6 +261,7 @@ class Vm:
             (share / "units" / RUN_UNIT).write_text(RUN_UNIT_TEXT)
             (share / "prepare.sh").write_text(PREPARE)
             (share / "run.sh").write_text(script)
+            (share / "keep").write_text("".join(f"{path}\n" for path in self.keep))
             (share / "out").mkdir()
             console = share / "console.log"
             start = time.monotonic()

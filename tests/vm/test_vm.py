@@ -74,7 +74,7 @@ def guest_results() -> tuple[dict[str, str | None], str]:
     require(not prerequisites(), f"VM prerequisites: {', '.join(prerequisites())}")
     debs = sorted((REPO / "dist").glob("stunmeshd_*.deb"))
     require(bool(debs), "no dist/stunmeshd_*.deb (make test-vm builds it with make deb)")
-    with Vm() as vm:
+    with Vm(keep=[REPO]) as vm:
         run = asyncio.run(vm.run(guest_script(), timeout=VM_TIMEOUT))
     print(f"VM: systemd ran the tests {run.boot_s:.1f}s after boot; whole run {run.wall_s:.0f}s")
     print(run.output[-3000:])
