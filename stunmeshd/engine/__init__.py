@@ -7,25 +7,26 @@ are written down once, in docs/architecture.md ("Scheduling rules"), and impleme
 The engine knows nothing of D-Bus: it writes ``model`` state and emits its events.
 """
 
-from .worker import (
-    STORE_GRACE,
-    Backoff,
-    CycleResult,
-    DeviceWorker,
-    Engine,
-    _candidates,
-    choose_endpoint,
-    handshake_recent,
-    seal_within,
-    store_timeout,
-)
+from .clock import Clock, FakeClock, SystemClock
+from .decisions import choose_endpoint, handshake_recent
+from .fetcher import _candidates
+from .manager import STORE_GRACE, Engine, store_timeout
+from .publisher import seal_within
+from .runtime import CycleResult, PeerRuntime
+from .schedule import Backoff, Schedule
+from .worker import DeviceWorker
 
 __all__ = [
     "STORE_GRACE",
     "Backoff",
+    "Clock",
     "CycleResult",
     "DeviceWorker",
     "Engine",
+    "FakeClock",
+    "PeerRuntime",
+    "Schedule",
+    "SystemClock",
     "_candidates",
     "choose_endpoint",
     "handshake_recent",

@@ -97,6 +97,12 @@ class Schedule:
     def remove_peer(self, key: bytes) -> None:
         self.peers.pop(key, None)
 
+    def _of(self, key: bytes) -> PeerTimes:
+        """A peer's times; for a peer removed meanwhile (an await in between) a detached set,
+        so what is written for it is dropped."""
+        times = self.peers.get(key)
+        return times if times is not None else PeerTimes(Backoff(FETCH_BACKOFF_START, 1.0))
+
     # ---- full cycles -------------------------------------------------------------------
 
     def full_due(self, now: float) -> bool:
@@ -144,7 +150,7 @@ class Schedule:
 
     def kicked_with_apply(self, key: bytes, now: float) -> bool:
         """A peer whose endpoint was set within the kick delay was kicked by that."""
-        applied = self.peers[key].applied_at
+        applied = self._of(key).applied_at
         return applied is not None and now - applied < PUNCH_DELAY
 
     # ---- polling WireGuard -------------------------------------------------------------
@@ -177,23 +183,23 @@ class Schedule:
     # ---- one peer: fetch, publish, apply -----------------------------------------------
 
     def fetch_started(self, key: bytes) -> None:
-        self.peers[key].next_fetch = None
+        self._of(key).next_fetch = None
 
     def refetch_later(self, key: bytes, now: float) -> float:
         """Rule: a peer without a record, or with an endpoint applied but no handshake yet (or
         whose fetch failed), is re-fetched after 1 s, 2 s, 4 s ... capped at
         ``refresh_interval``. Returns the deadline."""
-        times = self.peers[key]
+        times = self._of(key)
         times.next_fetch = now + times.fetch_backoff.next()
         return times.next_fetch
 
     def refetch_now(self, key: bytes, now: float) -> None:
         """The store said the peer republished, or a prefer_* peer may try its other family."""
-        self.peers[key].next_fetch = now
+        self._of(key).next_fetch = now
 
     def handshake_seen(self, key: bytes) -> None:
         """The tunnel is up: no re-fetch until the next full cycle; backoff starts over."""
-        times = self.peers[key]
+        times = self._of(key)
         times.fetch_backoff.reset()
         times.next_fetch = None
 
@@ -203,16 +209,16 @@ class Schedule:
         }
 
     def publish_started(self, key: bytes) -> None:
-        self.peers[key].next_publish = None
+        self._of(key).next_publish = None
 
     def publish_failed(self, key: bytes, now: float) -> float:
         """Rule: a failed publish is retried after 1 s, 2 s, 4 s ... (capped at 60 s)."""
-        times = self.peers[key]
+        times = self._of(key)
         times.next_publish = now + times.publish_backoff.next()
         return times.next_publish
 
     def published(self, key: bytes) -> None:
-        self.peers[key].publish_backoff.reset()
+        self._of(key).publish_backoff.reset()
 
     def publish_due(self, now: float) -> set[bytes]:
         return {
@@ -221,12 +227,12 @@ class Schedule:
 
     def applied(self, key: bytes, now: float) -> None:
         """An endpoint was set: its handshake grace starts."""
-        self.peers[key].applied_at = now
+        self._of(key).applied_at = now
 
     def grace_over(self, key: bytes, now: float) -> bool | None:
         """Rule: 15 s after applying an endpoint without a handshake the peer is failed.
         None when no endpoint was applied."""
-        applied = self.peers[key].applied_at
+        applied = self._of(key).applied_at
         return None if applied is None else now - applied >= HANDSHAKE_GRACE
 
     def settled(self, key: bytes, now: float) -> bool:
@@ -236,7 +242,7 @@ class Schedule:
     def went_stale(self, key: bytes, now: float) -> None:
         """Rule: a connected peer whose handshake went stale is re-fetched at once, and its
         endpoint gets a new grace."""
-        times = self.peers[key]
+        times = self._of(key)
         times.applied_at = now
         times.next_fetch = now
 
@@ -244,7 +250,7 @@ class Schedule:
         """Rule: a path where we send and nothing comes back (2 s, ``health.TrafficWatch``)
         or pings go unanswered: re-fetch at once with backoff from the start, a new grace,
         and ``family`` avoided (``endpoint_failed``). The caller re-discovers too."""
-        times = self.peers[key]
+        times = self._of(key)
         self.endpoint_failed(key, now, family)
         times.applied_at = now
         times.fetch_backoff.reset()
@@ -253,10 +259,10 @@ class Schedule:
     def endpoint_failed(self, key: bytes, now: float, family: str | None) -> None:
         """Rule: a family whose path broke is avoided by prefer_* peers for 120 s."""
         if family:
-            self.peers[key].bad_families[family] = now + BAD_FAMILY_TTL
+            self._of(key).bad_families[family] = now + BAD_FAMILY_TTL
 
     def avoided_families(self, key: bytes, now: float) -> frozenset[str]:
-        times = self.peers[key]
+        times = self._of(key)
         return frozenset(f for f, until in times.bad_families.items() if until > now)
 
     # ---- pings -------------------------------------------------------------------------
@@ -264,7 +270,7 @@ class Schedule:
     def ping_later(self, key: bytes, now: float, interval: float | None) -> None:
         """Rule: a peer with ping settings is pinged every (its own, else the global)
         interval; None: not pinged."""
-        self.peers[key].next_ping = None if interval is None else now + interval
+        self._of(key).next_ping = None if interval is None else now + interval
 
     def ping_due(self, now: float) -> set[bytes]:
         return {k for k, t in self.peers.items() if t.next_ping is not None and t.next_ping <= now}
@@ -272,17 +278,17 @@ class Schedule:
     def resolve_due(self, key: bytes, now: float) -> bool:
         """Rule: a ping target's host name is looked up again after 300 s (30 s after a
         failed lookup)."""
-        return now >= self.peers[key].resolve_after
+        return now >= self._of(key).resolve_after
 
     def resolve_started(self, key: bytes, now: float) -> None:
-        self.peers[key].resolve_after = now + PING_RESOLVE_RETRY
+        self._of(key).resolve_after = now + PING_RESOLVE_RETRY
 
     def resolved(self, key: bytes, now: float) -> None:
-        self.peers[key].resolve_after = now + PING_RESOLVE_TTL
+        self._of(key).resolve_after = now + PING_RESOLVE_TTL
 
     def resolve_again(self, key: bytes) -> None:
         """The ping target may have changed (reload)."""
-        self.peers[key].resolve_after = float("-inf")
+        self._of(key).resolve_after = float("-inf")
 
     # ---- the worker's timer ------------------------------------------------------------
 
