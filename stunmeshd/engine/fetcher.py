@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from stunmeshd import crypto
 from stunmeshd.errors import DeviceNotFound, RecordError, StoreError, StunmeshError
@@ -24,7 +24,16 @@ from .decisions import (
 from .runtime import CycleResult, PeerRuntime, log, noise
 
 if TYPE_CHECKING:
-    from .worker import DeviceWorker
+    from stunmeshd.config import InterfaceConfig
+    from stunmeshd.discovery import Discovery
+    from stunmeshd.model import DeviceStatus
+    from stunmeshd.portmap.device import DevicePortMap
+    from stunmeshd.wireguard.base import DeviceInfo, WireGuardBackend
+
+    from .clock import Clock
+    from .manager import Engine
+    from .monitor import Monitor
+    from .schedule import Schedule
 
 
 async def _candidates(store: Store, key: str) -> list[str]:
@@ -35,10 +44,32 @@ async def _candidates(store: Store, key: str) -> list[str]:
     return [value] if value else []
 
 
+class FetchHost(Protocol):
+    """What fetching and applying needs from the device's worker."""
+
+    cfg: InterfaceConfig
+    info: DeviceInfo | None
+    status: DeviceStatus
+    peers: dict[bytes, PeerRuntime]
+    schedule: Schedule
+    clock: Clock
+    engine: Engine
+    backend: WireGuardBackend
+    portmap: DevicePortMap
+    monitor: Monitor
+
+    @property
+    def discovery(self) -> Discovery: ...
+
+    async def read_device(self) -> DeviceInfo | None: ...
+
+    def now_us(self) -> int: ...
+
+
 class Fetcher:
     """Fetch and apply for one device's peers; answers per-peer Refresh requests."""
 
-    def __init__(self, worker: DeviceWorker) -> None:
+    def __init__(self, worker: FetchHost) -> None:
         self.w = worker
         self.requests: set[bytes] = set()
         self.waiters: list[tuple[bytes, asyncio.Future[CycleResult]]] = []

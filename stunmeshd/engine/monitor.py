@@ -4,7 +4,7 @@ turns what it sees into peer states: connected, stale, failed after its grace, p
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stunmeshd.health import ping, resolve_ping_target
 from stunmeshd.model import PeerState
@@ -14,15 +14,48 @@ from .decisions import Link, endpoint_family, no_handshake_reason, poll_verdict
 from .runtime import PeerRuntime, log
 
 if TYPE_CHECKING:
-    from .worker import DeviceWorker
+    from stunmeshd.config import InterfaceConfig
+    from stunmeshd.discovery import Discovery
+    from stunmeshd.portmap.device import DevicePortMap
+
+    from .clock import Clock
+    from .fetcher import Fetcher
+    from .manager import Engine
+    from .peers import PeerSet
+    from .schedule import Schedule
 
 PING_RESOLVE_TIMEOUT = 5.0  # s a lookup may take; the loop never waits on it
+
+
+class MonitorHost(Protocol):
+    """What watching the tunnels needs from the device's worker."""
+
+    cfg: InterfaceConfig
+    info: DeviceInfo | None
+    peers: dict[bytes, PeerRuntime]
+    peerset: PeerSet
+    fetcher: Fetcher
+    schedule: Schedule
+    clock: Clock
+    engine: Engine
+    portmap: DevicePortMap
+
+    @property
+    def discovery(self) -> Discovery: ...
+
+    async def read_device(self) -> DeviceInfo | None: ...
+
+    def request_rediscover(self) -> None: ...
+
+    def warn_once(self, tag: str, msg: str, *args: Any) -> None: ...
+
+    def forget_warning(self, tag: str) -> None: ...
 
 
 class Monitor:
     """Health of one device's tunnels."""
 
-    def __init__(self, worker: DeviceWorker) -> None:
+    def __init__(self, worker: MonitorHost) -> None:
         self.w = worker
 
     async def poll(self) -> None:

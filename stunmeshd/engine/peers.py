@@ -5,7 +5,7 @@ store watches that re-fetch a peer as soon as it republishes."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from stunmeshd import crypto
 from stunmeshd.config import InterfaceConfig, PeerConfig
@@ -18,7 +18,12 @@ from .runtime import PeerRuntime, b64, log
 from .schedule import WATCH_BACKOFF, Backoff
 
 if TYPE_CHECKING:
-    from .worker import DeviceWorker
+    from stunmeshd.model import DeviceStatus
+
+    from .clock import Clock
+    from .manager import Engine
+    from .monitor import Monitor
+    from .schedule import Schedule
 
 
 def disabled_key(label: str) -> str:
@@ -26,10 +31,33 @@ def disabled_key(label: str) -> str:
     return f"disabled:{label}"
 
 
+class PeersHost(Protocol):
+    """What keeping the peer set needs from the device's worker."""
+
+    cfg: InterfaceConfig
+    info: DeviceInfo | None
+    status: DeviceStatus
+    schedule: Schedule
+    clock: Clock
+    engine: Engine
+    monitor: Monitor
+
+    @property
+    def present(self) -> bool: ...
+
+    def trigger_full(self) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def warn_once(self, tag: str, msg: str, *args: Any) -> None: ...
+
+    def forget_warning(self, tag: str) -> None: ...
+
+
 class PeerSet:
     """The device's peers and their bus objects."""
 
-    def __init__(self, worker: DeviceWorker) -> None:
+    def __init__(self, worker: PeersHost) -> None:
         self.w = worker
         self.peers: dict[bytes, PeerRuntime] = {}
         # configured peers the interface lacks: on the bus as NOT_ON_DEVICE, nothing more
@@ -170,7 +198,7 @@ class PeerSet:
             status.update(state=PeerState.UNKNOWN, last_error="")
             w.forget_warning(f"missing:{b64(cfg.public_key)}")
             w.trigger_full()
-        w.schedule.add_peer(cfg.public_key)
+        w.schedule.add_peer(cfg.public_key, w.engine.config.refresh_interval)
         rt = self.peers[cfg.public_key] = PeerRuntime(
             guard=self._guards.setdefault(cfg.public_key, crypto.RecordGuard()),
             cfg=cfg,

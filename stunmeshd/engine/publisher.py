@@ -4,7 +4,7 @@ publish the sealed record to every peer's store, and kick WireGuard after our en
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stunmeshd import crypto
 from stunmeshd.discovery import Discovery, discover
@@ -17,7 +17,14 @@ from .decisions import kick_keepalive
 from .runtime import PeerRuntime, log
 
 if TYPE_CHECKING:
-    from .worker import DeviceWorker
+    from stunmeshd.config import InterfaceConfig
+    from stunmeshd.model import DeviceStatus
+    from stunmeshd.portmap.device import DevicePortMap
+    from stunmeshd.wireguard.base import WireGuardBackend
+
+    from .clock import Clock
+    from .manager import Engine
+    from .schedule import Schedule
 
 
 def seal_within(
@@ -37,10 +44,30 @@ def seal_within(
     return value
 
 
+class PublishHost(Protocol):
+    """What discovery, publishing and kicks need from the device's worker."""
+
+    cfg: InterfaceConfig
+    info: DeviceInfo | None
+    status: DeviceStatus
+    peers: dict[bytes, PeerRuntime]
+    schedule: Schedule
+    clock: Clock
+    engine: Engine
+    backend: WireGuardBackend
+    portmap: DevicePortMap
+
+    async def read_device(self) -> DeviceInfo | None: ...
+
+    def set_failed(self, error: str) -> None: ...
+
+    def warn_once(self, tag: str, msg: str, *args: Any) -> None: ...
+
+
 class Publisher:
     """Discovery, publishing and kicks for one device."""
 
-    def __init__(self, worker: DeviceWorker) -> None:
+    def __init__(self, worker: PublishHost) -> None:
         self.w = worker
         self.discovery = Discovery()
         self.published: tuple[str, ...] = ()  # endpoints last published (across re-creation)

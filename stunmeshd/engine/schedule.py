@@ -77,8 +77,7 @@ class Schedule:
     """One device's deadlines: full cycles, polls, warm-ups, and each peer's re-fetch,
     publish retry, grace, ping and avoided families."""
 
-    def __init__(self, refresh_interval: float) -> None:
-        self.refresh_interval = refresh_interval
+    def __init__(self) -> None:
         self.next_full = 0.0  # a full cycle at start
         self.next_poll = float("inf")
         self.adopted_at = float("-inf")  # the device (last) appeared
@@ -89,8 +88,10 @@ class Schedule:
 
     # ---- peers come and go -------------------------------------------------------------
 
-    def add_peer(self, key: bytes) -> PeerTimes:
-        cap = max(self.refresh_interval, FETCH_BACKOFF_START)
+    def add_peer(self, key: bytes, refresh_interval: float) -> PeerTimes:
+        """A peer to schedule; its re-fetch backoff is capped at the (current) refresh
+        interval."""
+        cap = max(refresh_interval, FETCH_BACKOFF_START)
         times = self.peers[key] = PeerTimes(Backoff(FETCH_BACKOFF_START, cap))
         return times
 

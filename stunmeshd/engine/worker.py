@@ -41,7 +41,7 @@ class DeviceWorker:
         # interface does, and a re-created interface gets a fresh object (and number).
         self.status = self._detached_status()
         self.info: DeviceInfo | None = None
-        self.schedule = Schedule(engine.config.refresh_interval)
+        self.schedule = Schedule()
         self.peerset = PeerSet(self)
         self.peers: dict[bytes, PeerRuntime] = self.peerset.peers
         self.publisher = Publisher(self)

@@ -23,8 +23,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def sched() -> Schedule:
-    schedule = Schedule(REFRESH)
-    schedule.add_peer(PEER)
+    schedule = Schedule()
+    schedule.add_peer(PEER, REFRESH)
     return schedule
 
 
@@ -202,7 +202,7 @@ def test_a_broken_family_is_avoided_for_120s(clock: FakeClock, sched: Schedule) 
 async def test_after_our_endpoint_moved_kicks_wait_0_3s_after_the_publish(
     clock: FakeClock, sched: Schedule
 ) -> None:
-    sched.add_peer(OTHER)
+    sched.add_peer(OTHER, REFRESH)
     sched.applied(OTHER, clock.monotonic())  # set a while ago
     clock.advance(10.0)
     published = clock.monotonic()
@@ -213,7 +213,7 @@ async def test_after_our_endpoint_moved_kicks_wait_0_3s_after_the_publish(
     assert sched.kicked_with_apply(PEER, clock.monotonic())
     assert not sched.kicked_with_apply(OTHER, clock.monotonic())  # kick it
     sched.remove_peer(PEER)
-    sched.add_peer(PEER)  # never set: kick it
+    sched.add_peer(PEER, REFRESH)  # never set: kick it
     assert not sched.kicked_with_apply(PEER, clock.monotonic())
 
 
@@ -299,7 +299,7 @@ def test_a_ping_targets_name_is_looked_up_again_after_300s_or_30s_after_a_failur
 
 def test_the_worker_sleeps_until_the_earliest_deadline(clock: FakeClock, sched: Schedule) -> None:
     now = clock.monotonic()
-    sched.add_peer(OTHER)
+    sched.add_peer(OTHER, REFRESH)
     sched.cycle_done(now, REFRESH, discovered=True)
     sched.polled(now, awaiting=False, busy=False)
     assert sched.next_deadline(warming=False) == now + 5.0
