@@ -8,7 +8,6 @@ tunnel did not form. The rules are in docs/architecture.md ("Scheduling rules").
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass
 
 from stunmeshd import crypto
@@ -23,9 +22,9 @@ from .schedule import handshake_recent as _recent
 KICK_KEEPALIVE = 25  # s: persistent keepalive set on peers that have none (NAT needs it)
 
 
-def handshake_recent(peer: PeerInfo, now: float | None = None) -> bool:
+def handshake_recent(peer: PeerInfo, now: float) -> bool:
     """WireGuard's session with ``peer`` is alive (``now``: Unix time, the engine's clock)."""
-    return _recent(peer.latest_handshake, time.time() if now is None else now)
+    return _recent(peer.latest_handshake, now)
 
 
 def choose_endpoint(

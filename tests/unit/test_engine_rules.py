@@ -62,6 +62,6 @@ def peer(handshake: float) -> PeerInfo:
 
 def test_a_handshake_is_recent_for_wireguards_reject_after_time() -> None:
     now = time.time()
-    assert handshake_recent(peer(now - 10))
-    assert not handshake_recent(peer(now - 200))
-    assert not handshake_recent(peer(0))
+    assert handshake_recent(peer(now - 10), now)
+    assert not handshake_recent(peer(now - 200), now)
+    assert not handshake_recent(peer(0), now)

@@ -5,8 +5,12 @@ One test per rule, named after it; the doc names the Schedule method each one ex
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
+from stunmeshd import engine
 from stunmeshd.engine.clock import FakeClock
 from stunmeshd.engine.schedule import Schedule, cycle_interval, handshake_recent
 from stunmeshd.health import TrafficWatch
@@ -310,3 +314,19 @@ def test_the_worker_sleeps_until_the_earliest_deadline(clock: FakeClock, sched: 
     sched.remove_peer(OTHER)
     sched.remove_peer(PEER)
     assert sched.next_deadline(warming=False) == now + 5.0
+
+
+def test_the_engine_reads_time_only_through_its_clock() -> None:
+    """What the fake-clock tests rely on: no module of the engine but clock.py reads the wall
+    or monotonic clock, or sleeps, by itself."""
+    package = Path(engine.__file__).parent
+    direct = re.compile(r"\btime\.(time|monotonic)\(|asyncio\.sleep\(|loop\.time\(|^import time$")
+    offenders = [
+        f"{path.name}:{n}"
+        for path in sorted(package.glob("*.py"))
+        if path.name != "clock.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if direct.search(line.strip())
+    ]
+    assert offenders == []
+    assert {"worker.py", "fetcher.py", "schedule.py"} <= {p.name for p in package.glob("*.py")}
