@@ -27,6 +27,11 @@ def handshake_recent(peer: PeerInfo, now: float) -> bool:
     return _recent(peer.latest_handshake, now)
 
 
+def tunnel_live(peer: PeerInfo, *, stalled: bool, now: float) -> bool:
+    """A recent handshake and no traffic stall (``health.TrafficWatch.stalled``)."""
+    return handshake_recent(peer, now) and not stalled
+
+
 def choose_endpoint(
     record: crypto.EndpointRecord, protocol: str, avoid: frozenset[str] = frozenset()
 ) -> str:

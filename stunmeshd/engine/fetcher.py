@@ -17,9 +17,9 @@ from .decisions import (
     Candidate,
     apply_action,
     choose_endpoint,
-    handshake_recent,
     kick_keepalive,
     pick_record,
+    tunnel_live,
 )
 from .runtime import CycleResult, PeerRuntime, log, noise
 
@@ -174,7 +174,9 @@ class Fetcher:
         avoid = w.schedule.avoided_families(rt.key, now) | frozenset(w.discovery.errors)
         held = w.info.peers.get(rt.cfg.public_key)
         current = held.endpoint if held is not None and held.endpoint else ""
-        live = held is not None and self.live(rt, held)
+        live = held is not None and tunnel_live(
+            held, stalled=rt.traffic.stalled, now=w.clock.wall()
+        )
         for value in values:
             try:
                 plaintext = crypto.open_sealed(value, w.info.private_key, rt.cfg.public_key)
@@ -217,10 +219,6 @@ class Fetcher:
         rt.guard.accept(best.record, best.value)
         return best.record, best.endpoint
 
-    def live(self, rt: PeerRuntime, held: Any) -> bool:
-        """A recent handshake (the engine's wall clock) and no traffic stall."""
-        return handshake_recent(held, self.w.clock.wall()) and not rt.traffic.stalled
-
     async def _apply(self, rt: PeerRuntime, endpoint: str, record: crypto.EndpointRecord) -> None:
         w = self.w
         assert w.info is not None
@@ -228,7 +226,9 @@ class Fetcher:
             if await w.read_device() is None:  # the peer may have reached us meanwhile
                 return
         current = w.info.peers.get(rt.cfg.public_key)
-        live = current is not None and self.live(rt, current)
+        live = current is not None and tunnel_live(
+            current, stalled=rt.traffic.stalled, now=w.clock.wall()
+        )
         action = apply_action(current, endpoint, record.ts, live=live)
         if action is Apply.KEEP:
             assert current is not None

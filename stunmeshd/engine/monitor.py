@@ -10,7 +10,7 @@ from stunmeshd.health import ping, resolve_ping_target
 from stunmeshd.model import PeerState
 from stunmeshd.wireguard.base import DeviceInfo, PeerInfo
 
-from .decisions import Link, endpoint_family, no_handshake_reason, poll_verdict
+from .decisions import Link, endpoint_family, no_handshake_reason, poll_verdict, tunnel_live
 from .runtime import PeerRuntime, log
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from stunmeshd.portmap.device import DevicePortMap
 
     from .clock import Clock
-    from .fetcher import Fetcher
     from .manager import Engine
     from .peers import PeerSet
     from .schedule import Schedule
@@ -34,7 +33,6 @@ class MonitorHost(Protocol):
     info: DeviceInfo | None
     peers: dict[bytes, PeerRuntime]
     peerset: PeerSet
-    fetcher: Fetcher
     schedule: Schedule
     clock: Clock
     engine: Engine
@@ -129,7 +127,8 @@ class Monitor:
         }
         if current.endpoint:
             fields["endpoint"] = current.endpoint
-        verdict = poll_verdict(rt.status.state, live=w.fetcher.live(rt, current))
+        live = tunnel_live(current, stalled=rt.traffic.stalled, now=w.clock.wall())
+        verdict = poll_verdict(rt.status.state, live=live)
         if verdict is Link.UP:
             if rt.status.state != PeerState.CONNECTED:
                 log.info(

@@ -18,6 +18,7 @@ from stunmeshd.engine.decisions import (
     no_handshake_reason,
     pick_record,
     poll_verdict,
+    tunnel_live,
 )
 from stunmeshd.model import NatMapping, PeerState
 from stunmeshd.wireguard.base import PeerInfo
@@ -100,6 +101,9 @@ def test_a_poll_marks_a_live_peer_connected_and_a_connected_one_gone_stale() -> 
     fresh = held(OLD, NOW - 179)
     stale = replace(fresh, latest_handshake=NOW - 181)
     assert handshake_recent(fresh, NOW) and not handshake_recent(stale, NOW)
+    assert tunnel_live(fresh, stalled=False, now=NOW)
+    assert not tunnel_live(fresh, stalled=True, now=NOW)  # we send, nothing comes back
+    assert not tunnel_live(stale, stalled=False, now=NOW)
     assert poll_verdict(PeerState.APPLIED, live=True) == Link.UP
     assert poll_verdict(PeerState.CONNECTED, live=False) == Link.STALE
     assert poll_verdict(PeerState.APPLIED, live=False) == Link.UNCHANGED
