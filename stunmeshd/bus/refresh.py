@@ -1,4 +1,5 @@
-"""Refresh, shared by Manager, Device and Peer: trigger, or wait boundedly for the outcome.
+"""Refresh, the one method Manager, Device and Peer share: trigger, or wait boundedly for the
+outcome. Each object says only what it refreshes (``refresh_target``).
 
 The engine coalesces concurrent requests, so many callers cost one cycle. With ``wait`` the
 call returns when the cycle ends, but never later than WAIT_BOUND, safely under the 25 s default
@@ -6,20 +7,55 @@ client timeout, so a slow store gives the caller ``Error.Timeout`` rather than `
 cycle itself goes on.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the Refresh declaration needs real annotations
+# (bus/members.py refuses strings).
 
 import asyncio
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dbus_fast import DBusError
 
 from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.errors import error_name_for
-from stunmeshd.bus.names import Error
+from stunmeshd.bus.members import CheckedOptions, bus_method
+from stunmeshd.bus.names import ACTION_REFRESH, Error
+from stunmeshd.bus.options import REFRESH_OPTIONS
 from stunmeshd.engine import CycleResult
 
 WAIT_BOUND = 20.0  # s
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTarget:
+    """What one Refresh runs, and how its errors name it."""
+
+    cycle: Coroutine[Any, Any, list[CycleResult]]
+    what: str  # "all interfaces", "wg0", "peer office on wg0"
+    names: Sequence[str] = ()  # one per cycle result, to label failures
+
+
+class Refreshable:
+    """Mixin for an exported object with ``Refresh``: the declaration and body live here."""
+
+    ctx: BusContext
+
+    def refresh_target(self) -> RefreshTarget:
+        """What to refresh now; raise the named D-Bus error when the object is gone."""
+        raise NotImplementedError
+
+    @bus_method("Refresh", action=ACTION_REFRESH, budget=True, options=REFRESH_OPTIONS)
+    async def refresh(self, options: CheckedOptions) -> None:
+        """Run this object's cycle now (polkit ``refresh``, the Refresh budget; ``wait`` b)."""
+        target = self.refresh_target()
+        await run_refresh(
+            self.ctx,
+            target.cycle,
+            wait=bool(options.get("wait", False)),
+            what=target.what,
+            names=target.names,
+        )
 
 
 async def run_refresh(
