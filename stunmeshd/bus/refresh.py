@@ -47,40 +47,23 @@ class Refreshable:
 
     @bus_method("Refresh", action=ACTION_REFRESH, budget=True, options=REFRESH_OPTIONS)
     async def refresh(self, options: CheckedOptions) -> None:
-        """Run this object's cycle now (polkit ``refresh``, the Refresh budget; ``wait`` b)."""
+        """Run this object's cycle now (polkit ``refresh``, the Refresh budget; ``wait`` b);
+        with ``wait``, raise the named error of its first failure."""
         target = self.refresh_target()
-        await run_refresh(
-            self.ctx,
-            target.cycle,
-            wait=bool(options.get("wait", False)),
-            what=target.what,
-            names=target.names,
-        )
-
-
-async def run_refresh(
-    ctx: BusContext,
-    cycle: Coroutine[Any, Any, list[CycleResult]],
-    *,
-    wait: bool,
-    what: str,
-    names: Sequence[str] = (),
-) -> None:
-    """Start ``cycle``; with ``wait``, raise the named error of its first failure."""
-    task = ctx.spawn(cycle, name=f"refresh {what}")
-    if not wait:
-        await asyncio.sleep(0)  # let the request reach the engine before we answer
-        return
-    try:
-        async with asyncio.timeout(WAIT_BOUND):
-            results = await asyncio.shield(task)
-    except TimeoutError:
-        raise DBusError(
-            Error.TIMEOUT,
-            f"refresh of {what} did not end within {WAIT_BOUND:.0f} s "
-            "(it goes on in the background)",
-        ) from None
-    raise_for_results(results, names)
+        task = self.ctx.spawn(target.cycle, name=f"refresh {target.what}")
+        if not options.get("wait", False):
+            await asyncio.sleep(0)  # let the request reach the engine before we answer
+            return
+        try:
+            async with asyncio.timeout(WAIT_BOUND):
+                results = await asyncio.shield(task)
+        except TimeoutError:
+            raise DBusError(
+                Error.TIMEOUT,
+                f"refresh of {target.what} did not end within {WAIT_BOUND:.0f} s "
+                "(it goes on in the background)",
+            ) from None
+        raise_for_results(results, target.names)
 
 
 def raise_for_results(results: Sequence[CycleResult], names: Sequence[str] = ()) -> None:
