@@ -109,7 +109,7 @@ def test_the_policy_is_read_from_the_declarations() -> None:
 def test_a_string_annotation_is_refused() -> None:
     """dbus-fast reads "bus" as the signature b+u+s, and `-> None` postponed as "None"."""
 
-    def body(self: Any, word: "bus") -> None:  # noqa: F821
+    def body(self: Any, word: "bus") -> None:  # type: ignore[name-defined]  # noqa: F821
         raise NotImplementedError
 
     with pytest.raises(TypeError, match="is a string"):
@@ -149,7 +149,7 @@ def test_an_override_that_drops_the_declaration_is_refused() -> None:
     with pytest.raises(TypeError, match="declare exported members"):
 
         class Override(Sample):
-            def echo(self, word: str) -> str:  # type: ignore[override]
+            def echo(self, word: str) -> str:
                 return word
 
 
