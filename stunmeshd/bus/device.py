@@ -129,7 +129,7 @@ class DeviceInterface(Refreshable, TableInterface):
             raise DBusError(Error.NO_SUCH_DEVICE, f"{ifname} is no longer managed")
         return RefreshTarget(self.ctx.engine.refresh(ifname), ifname, [ifname])
 
-    @bus_method("GetPeerByPublicKey", out=("peer",))
+    @bus_method("GetPeerByPublicKey", public=True, out=("peer",))
     def get_peer_by_public_key(self, key: DBusStr) -> DBusObjectPath:
         """The Peer object of ``key`` (base64, as ``wg`` prints it) on this interface."""
         try:

@@ -115,11 +115,11 @@ class ManagerInterface(Refreshable, TableInterface):
 
     # ---- lookups -----------------------------------------------------------------------
 
-    @bus_method("GetDevices", out=("devices",))
+    @bus_method("GetDevices", public=True, out=("devices",))
     def get_devices(self) -> ObjectPaths:
         return device_paths(self.ctx)
 
-    @bus_method("GetDeviceByInterface", out=("device",))
+    @bus_method("GetDeviceByInterface", public=True, out=("device",))
     def get_device_by_interface(self, ifname: DBusStr) -> DBusObjectPath:
         device = self.ctx.model.devices.get(ifname)
         if device is None:
@@ -128,7 +128,7 @@ class ManagerInterface(Refreshable, TableInterface):
             )
         return device_path(device.id)
 
-    @bus_method("GetPermissions", out=("permissions",))
+    @bus_method("GetPermissions", public=True, out=("permissions",))
     async def get_permissions(self) -> StringMap:
         """Action id -> ``yes`` / ``auth`` / ``no`` for the caller; never prompts."""
         return await self.ctx.auth.permissions()

@@ -68,13 +68,17 @@ def bus_method(
     member: str,
     *,
     action: str | None = None,
+    public: bool = False,
     budget: bool = False,
     options: Mapping[str, str] | None = None,
     out: Iterable[str] = (),
 ) -> Callable[[F], F]:
-    """Export the decorated body as ``member``: guarded by polkit ``action`` (None: public),
+    """Export the decorated body as ``member``: guarded by polkit ``action`` or ``public``
+    (one of the two, said explicitly: a forgotten action must not make a method public),
     spending the caller's Refresh budget when ``budget``, its ``options`` a{sv} checked against
     ``options`` (option -> signature), its out-args named ``out``."""
+    if public == (action is not None):
+        raise TypeError(f"method {member}: give its polkit action=..., or public=True")
     spec = MethodSpec(member, Rule(action, rate_limited=budget), options, tuple(out))
 
     def decorate(fn: F) -> F:

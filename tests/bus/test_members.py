@@ -30,11 +30,11 @@ from tests.bus.standin import StandInEngine
 class Sample(TableInterface):
     interface = "io.github.stunmeshd.Test"
 
-    @bus_method("Echo", out=("echoed",))
+    @bus_method("Echo", public=True, out=("echoed",))
     def echo(self, word: DBusStr) -> DBusStr:
         return word
 
-    @bus_method("Explode")
+    @bus_method("Explode", public=True)
     async def explode(self) -> None:
         raise RuntimeError("token=SECRET")
 
@@ -42,7 +42,7 @@ class Sample(TableInterface):
     async def guarded(self, options: CheckedOptions) -> None:
         raise AssertionError("never reached without a caller")
 
-    @bus_method("Options", options=REFRESH_OPTIONS, out=("seen",))
+    @bus_method("Options", public=True, options=REFRESH_OPTIONS, out=("seen",))
     async def checked(self, options: CheckedOptions) -> DBusStr:
         return repr(options)
 
@@ -113,7 +113,7 @@ def test_a_string_annotation_is_refused() -> None:
         raise NotImplementedError
 
     with pytest.raises(TypeError, match="is a string"):
-        bus_method("Word")(body)
+        bus_method("Word", public=True)(body)
 
 
 def test_an_annotation_that_is_no_dbus_type_is_refused() -> None:
@@ -121,7 +121,7 @@ def test_an_annotation_that_is_no_dbus_type_is_refused() -> None:
         raise NotImplementedError
 
     with pytest.raises(TypeError, match="no D-Bus type"):
-        bus_method("Word")(body)
+        bus_method("Word", public=True)(body)
 
 
 def test_plain_dbus_fast_members_are_refused() -> None:
@@ -156,7 +156,7 @@ def test_an_override_that_drops_the_declaration_is_refused() -> None:
 def test_unnamed_out_args_and_signal_args_are_refused() -> None:
     with pytest.raises(TypeError, match="names"):
 
-        @bus_method("Lookup")
+        @bus_method("Lookup", public=True)
         def lookup(self: Any) -> ObjectPaths:
             return []
 
@@ -173,13 +173,21 @@ def test_one_member_exported_twice_is_refused() -> None:
         class Twice(TableInterface):
             interface = "io.github.stunmeshd.Test"
 
-            @bus_method("Same")
+            @bus_method("Same", public=True)
             def one(self) -> None:
                 return None
 
-            @bus_method("Same")
+            @bus_method("Same", public=True)
             def other(self) -> None:
                 return None
+
+
+def test_a_method_says_its_action_or_that_it_is_public() -> None:
+    """Forgetting the action must not make a method public (nor may it be both)."""
+    with pytest.raises(TypeError, match="or public=True"):
+        bus_method("Forgot")
+    with pytest.raises(TypeError, match="or public=True"):
+        bus_method("Both", action=ACTION_RELOAD, public=True)
 
 
 def test_a_guarded_method_must_be_async() -> None:
@@ -193,6 +201,6 @@ def test_a_guarded_method_must_be_async() -> None:
 def test_options_need_their_argument() -> None:
     with pytest.raises(TypeError, match="options need"):
 
-        @bus_method("NoOptions", options=REFRESH_OPTIONS)
+        @bus_method("NoOptions", public=True, options=REFRESH_OPTIONS)
         async def no_options(self: Any, level: DBusStr) -> None:
             return None
