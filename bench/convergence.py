@@ -46,7 +46,9 @@ async def one_run(condition: str, keep: Path | None) -> float:
                 mesh.write_config(node, mesh.config_for(node, other, ping=ping))
         if condition == "ping":
             pings = [
-                mesh.lab.spawn(node.site.host, "ping", "-n", "-i", PING_INTERVAL, other.wg.tunnel_ip)
+                mesh.lab.spawn(
+                    node.site.host, "ping", "-n", "-i", PING_INTERVAL, other.wg.tunnel_ip
+                )
                 for node, other in ((mesh.a, mesh.b), (mesh.b, mesh.a))
             ]
             started, *_ = await asyncio.gather(mesh.start_daemons(), *pings)
