@@ -124,6 +124,7 @@ class PeerRuntime:
     watch: asyncio.Task[None] | None = None  # follows the peer's record (stores that notify)
     watch_key: str = ""
     next_ping: float | None = None  # loop time of the next ICMP check (ping settings)
+    ping_task: asyncio.Task[None] | None = None  # the check in flight (never awaited by the loop)
     bad_families: dict[str, float] = field(default_factory=dict)  # family -> avoid until
 
     def avoided_families(self, now: float) -> frozenset[str]:
@@ -223,6 +224,7 @@ class DeviceWorker:
                 await self.task
         await self.portmap.stop()
         watches = [rt.watch for rt in self.peers.values() if rt.watch is not None]
+        watches += [rt.ping_task for rt in self.peers.values() if rt.ping_task is not None]
         for task in watches:
             task.cancel()
         await asyncio.gather(*watches, return_exceptions=True)
@@ -290,13 +292,14 @@ class DeviceWorker:
             await self._serve_peers(due)
         if self.loop.time() >= self.next_poll:
             await self._poll()
-        pings = [
-            rt
-            for rt in self.peers.values()
-            if rt.next_ping is not None and rt.next_ping <= self.loop.time()
-        ]
-        if pings:
-            await asyncio.gather(*(self._ping(rt) for rt in pings))
+        for rt in self.peers.values():
+            if rt.next_ping is not None and rt.next_ping <= self.loop.time():
+                # in a task of its own: an unanswered ping (no tunnel yet) takes its whole
+                # timeout, and fetches, applies and polls must not wait for it
+                rt.next_ping = None
+                rt.ping_task = asyncio.create_task(
+                    self._ping(rt), name=f"ping-{self.cfg.name}-{rt.cfg.label}"
+                )
 
     # ---- full cycle --------------------------------------------------------------------
 
@@ -550,8 +553,10 @@ class DeviceWorker:
             cfg.label,
         )
         rt = self.peers.pop(cfg.public_key, None)
-        if rt is not None and rt.watch is not None:
-            rt.watch.cancel()
+        if rt is not None:
+            for task in (rt.watch, rt.ping_task):
+                if task is not None:
+                    task.cancel()
         status = self.status.peers.get(b64(cfg.public_key))
         fields: dict[str, Any] = {
             "state": PeerState.NOT_ON_DEVICE,
@@ -614,8 +619,9 @@ class DeviceWorker:
                 self.cfg.name,
                 rt.cfg.label,
             )
-            if rt.watch is not None:
-                rt.watch.cancel()
+            for task in (rt.watch, rt.ping_task):
+                if task is not None:
+                    task.cancel()
         self.engine.model.remove_peer(self.status, b64(key))
 
     def _ensure_watch(self, rt: PeerRuntime) -> None:
@@ -1106,6 +1112,7 @@ class DeviceWorker:
         if rt.cfg.ping.enabled and rt.cfg.ping.target:
             interval = rt.cfg.ping.interval or settings.interval  # per peer first
             rt.next_ping = self.loop.time() + (0.0 if soon else interval)
+            self._wake.set()  # the loop's next deadline may now be this one
         else:
             rt.next_ping = None
 
