@@ -58,6 +58,7 @@ RECENT_HANDSHAKE = 180.0  # s: WireGuard drops sessions older than this (REJECT_
 HANDSHAKE_GRACE = 15.0  # s after setting an endpoint before we say the tunnel did not form
 WARM_INTERVAL = 25.0  # s: re-STUN at most this often while a peer lacks a handshake
 FETCH_BACKOFF_START = 1.0  # s
+WATCH_RECHECK = 0.25  # s: a re-read after a watch's news found nothing is tried again this soon
 DEVICE_BACKOFF_START = 0.25  # s, for a missing device or failed discovery
 DEVICE_BACKOFF_CAP = 30.0
 KICK_KEEPALIVE = 25  # s: persistent keepalive set on peers that have none (NAT needs it)
@@ -123,6 +124,7 @@ class PeerRuntime:
     traffic: TrafficWatch = field(default_factory=TrafficWatch)
     watch: asyncio.Task[None] | None = None  # follows the peer's record (stores that notify)
     watch_key: str = ""
+    watch_news: bool = False  # the watch reported a new value the next fetch has to find
     next_ping: float | None = None  # loop time of the next ICMP check (ping settings)
     ping_task: asyncio.Task[None] | None = None  # the check in flight (never awaited by the loop)
     bad_families: dict[str, float] = field(default_factory=dict)  # family -> avoid until
@@ -642,10 +644,12 @@ class DeviceWorker:
         """Re-fetch the peer as soon as it publishes; re-establish the watch with backoff."""
         backoff = Backoff(1.0, 60.0)
         while True:
+            live = False  # the first wake of each watch only says it is live
             try:
                 async for _ in cast(WatchableStore, rt.store).watch(key):
                     backoff.reset()
                     log.debug("peer republished iface=%s peer=%s", self.cfg.name, rt.cfg.label)
+                    rt.watch_news, live = live, True
                     rt.next_fetch = self.loop.time()
                     self._wake.set()
             except StoreError as exc:
@@ -850,6 +854,7 @@ class DeviceWorker:
         assert self.info is not None
         info = self.info
         key = crypto.fetch_key(info.public_key, rt.cfg.public_key)
+        news, rt.watch_news = rt.watch_news, False
         try:
             candidates = await self.engine.store_call(rt.store, _candidates(rt.store, key))
         except StoreError as exc:
@@ -866,7 +871,9 @@ class DeviceWorker:
         if not candidates:
             if rt.status.state != PeerState.CONNECTED:  # a working tunnel needs no record
                 rt.status.update(state=PeerState.WAITING, last_error="")
-            rt.next_fetch = self.loop.time() + rt.fetch_backoff.next()
+            # the watch saw a value the read did not (the store was still spreading it)
+            delay = WATCH_RECHECK if news else rt.fetch_backoff.next()
+            rt.next_fetch = self.loop.time() + delay
             log.debug(
                 "no record yet iface=%s peer=%s retry_in=%.1fs",
                 self.cfg.name,
