@@ -26,6 +26,7 @@ import asyncio
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,13 +55,18 @@ async def one_run(condition: str, keep: Path | None) -> float:
             started, *_ = await asyncio.gather(mesh.start_daemons(), *pings)
         else:
             started = await mesh.start_daemons()
+        seen = float("nan")
         try:
             seen = await mesh.wait_handshake(timeout=60, interval=0.01)
         finally:
-            if keep:
-                await asyncio.sleep(0.2)  # the handshake's log lines
+            if keep:  # the log's clock is the wall clock: say when the run began and ended
+                now = time.time() - asyncio.get_running_loop().time()
+                (keep / "times").write_text(f"started={started + now:.3f} seen={seen + now:.3f}\n")
+                await asyncio.sleep(1.2)  # the handshake's log lines (the next device poll)
                 for node in mesh.nodes.values():
                     shutil.copy(node.log_path, keep / f"{node.label}.log")
+                for log in mesh.lab.workdir.glob("wireguard-go-*.log"):  # LOG_LEVEL=verbose
+                    shutil.copy(log, keep / log.name)
         return seen - started
 
 
