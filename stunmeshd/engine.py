@@ -67,6 +67,7 @@ POLL_BUSY = 1.0  # s: device poll while data flows, to see a broken path quickly
 POLL_SLOW = 5.0  # s: device poll otherwise: handshake age, rx/tx
 PEER_WAIT = 30.0  # s after a device appears during which peers missing from it are polled for
 PUNCH_DELAY = 0.3  # s between publishing a moved endpoint and kicking WireGuard towards peers
+COLLISION_CHECK = 0.5  # s after a first endpoint before the lower key re-creates a silent peer
 PING_RESOLVE_TTL = 300.0  # s a ping target's host name lookup is used before a new one
 PING_RESOLVE_RETRY = 30.0  # s after a failed lookup before the next
 PING_RESOLVE_TIMEOUT = 5.0  # s a lookup may take; the loop never waits on it
@@ -126,6 +127,7 @@ class PeerRuntime:
     watch_key: str = ""
     watch_news: bool = False  # the watch reported a new value the next fetch has to find
     next_ping: float | None = None  # loop time of the next ICMP check (ping settings)
+    next_collision_check: float | None = None  # loop time to re-create it if still silent
     ping_task: asyncio.Task[None] | None = None  # the check in flight (never awaited by the loop)
     bad_families: dict[str, float] = field(default_factory=dict)  # family -> avoid until
 
@@ -258,6 +260,11 @@ class DeviceWorker:
         deadlines += [rt.next_fetch for rt in self.peers.values() if rt.next_fetch is not None]
         deadlines += [rt.next_publish for rt in self.peers.values() if rt.next_publish is not None]
         deadlines += [rt.next_ping for rt in self.peers.values() if rt.next_ping is not None]
+        deadlines += [
+            rt.next_collision_check
+            for rt in self.peers.values()
+            if rt.next_collision_check is not None
+        ]
         if self._rediscover_requested:
             deadlines.append(0.0)
         return min(deadlines)
@@ -290,6 +297,13 @@ class DeviceWorker:
         ]
         if retry and self.info is not None and self.discovery.ok:
             await self._publish_all(self.info, retry)
+        collided = [
+            rt
+            for rt in self.peers.values()
+            if rt.next_collision_check is not None and rt.next_collision_check <= now
+        ]
+        if collided:
+            await self._recreate_silent(collided)
         if due:
             await self._serve_peers(due)
         if self.loop.time() >= self.next_poll:
@@ -995,6 +1009,8 @@ class DeviceWorker:
             # never connected and no endpoint yet: WireGuard may already have tried (and now
             # holds its next try back for 5 s); a re-created peer handshakes at once
             await self.backend.reset_peer(self.cfg.name, current, endpoint, keepalive)
+            if self.info.public_key < rt.cfg.public_key:  # the peer's side does not check
+                rt.next_collision_check = self.loop.time() + COLLISION_CHECK
         else:
             await self.backend.set_endpoint(
                 self.cfg.name, rt.cfg.public_key, endpoint, keepalive=keepalive
@@ -1015,6 +1031,40 @@ class DeviceWorker:
             "endpoint applied iface=%s peer=%s endpoint=%s", self.cfg.name, rt.cfg.label, endpoint
         )
         self._after_apply(rt)
+
+    async def _recreate_silent(self, runtimes: list[PeerRuntime]) -> None:
+        """Re-create peers that still have no handshake a moment after their first endpoint.
+
+        Both sides sending their first handshake initiation at the same moment (two daemons
+        that got each other's record together) makes each answer the other's and refuse the
+        answer to its own; WireGuard tries again only 5 s later. A fresh initiation from one
+        side (the lower key's, so the two never collide again) completes at once.
+        """
+        for rt in runtimes:
+            rt.next_collision_check = None
+        info = await self._read_device()
+        if info is None:
+            return
+        for rt in runtimes:
+            current = info.peers.get(rt.cfg.public_key)
+            if current is None or current.latest_handshake or not current.endpoint:
+                continue
+            keepalive = current.persistent_keepalive or KICK_KEEPALIVE
+            try:
+                await self.backend.reset_peer(self.cfg.name, current, current.endpoint, keepalive)
+            except WireGuardError as exc:
+                log.warning(
+                    "re-creating peer failed iface=%s peer=%s error=%s",
+                    self.cfg.name,
+                    rt.cfg.label,
+                    exc,
+                )
+                continue
+            log.info(
+                "no handshake yet, peer re-created for a fresh initiation iface=%s peer=%s",
+                self.cfg.name,
+                rt.cfg.label,
+            )
 
     def _after_apply(self, rt: PeerRuntime) -> None:
         """Keep re-fetching a peer with backoff until its handshake shows the tunnel is up."""
