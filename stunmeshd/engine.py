@@ -1061,7 +1061,7 @@ class DeviceWorker:
                 )
                 continue
             log.info(
-                "no handshake yet, peer re-created for a fresh initiation iface=%s peer=%s",
+                "silent peer re-created for a fresh initiation iface=%s peer=%s",
                 self.cfg.name,
                 rt.cfg.label,
             )
