@@ -506,10 +506,21 @@ class PortMapper:
         if self._check is None or self._check.done():
             self._check = asyncio.create_task(self._check_gateway(why))
 
-    def path_broken(self, why: str) -> None:
-        """Health says the mapped path does not carry traffic: forget it and map again."""
-        self._client = None
-        self.machine.network_changed(why, asyncio.get_running_loop().time())
+    def path_broken(self, why: str, *, carried: bool) -> None:
+        """Health says a path through the published mapping failed; the machine decides
+        whether to map again or to judge the router's mapping not forwarding."""
+        before = self.machine.mapping
+        self.machine.path_failed(why, asyncio.get_running_loop().time(), carried=carried)
+        if self.machine.status.phase is Phase.DISTRUSTED and before is not None:
+            log.warning(
+                "port mapping not forwarding iface=%s protocol=%s external=%s "
+                "reason=%s (%s); deleted at the router, publishing STUN's endpoint",
+                self.ifname,
+                before.protocol.value,
+                before.endpoint,
+                self.machine.status.reason,
+                why,
+            )
         self._kick()
 
     async def _check_gateway(self, why: str) -> None:
@@ -523,7 +534,9 @@ class PortMapper:
             return
         self._client = PortMapClient(gateway) if gateway is not None else None
         self.machine.network_changed(
-            f"{why}; gateway {gateway.ip if gateway else 'none'}", asyncio.get_running_loop().time()
+            f"{why}; gateway {gateway.ip if gateway else 'none'}",
+            asyncio.get_running_loop().time(),
+            gateway_moved=gateway != current,
         )
         self._kick()
 
