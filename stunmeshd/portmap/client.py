@@ -506,11 +506,13 @@ class PortMapper:
         if self._check is None or self._check.done():
             self._check = asyncio.create_task(self._check_gateway(why))
 
-    def path_broken(self, why: str, *, carried: bool) -> None:
+    def path_broken(self, why: str, *, carried: bool) -> float | None:
         """Health says a path through the published mapping failed; the machine decides
-        whether to map again or to judge the router's mapping not forwarding."""
+        whether to map again or to judge the router's mapping not forwarding. Returns the
+        delay after which a report that came too early would count."""
         before = self.machine.mapping
-        self.machine.path_failed(why, asyncio.get_running_loop().time(), carried=carried)
+        now = asyncio.get_running_loop().time()
+        counts_from = self.machine.path_failed(why, now, carried=carried)
         if self.machine.status.phase is Phase.DISTRUSTED and before is not None:
             log.warning(
                 "port mapping not forwarding iface=%s protocol=%s external=%s "
@@ -522,6 +524,7 @@ class PortMapper:
                 why,
             )
         self._kick()
+        return None if counts_from is None else max(0.0, counts_from - now)
 
     async def _check_gateway(self, why: str) -> None:
         try:

@@ -57,6 +57,7 @@ class DevicePortMap:
         self._retiring: set[asyncio.Future[None]] = set()
         self._expiry: tuple[object, float] = (None, 0.0)  # (mapping, its expiry in Unix s)
         self._held: tuple[str, float] = ("", 0.0)  # (mapped endpoint, Unix s it was first held)
+        self._rejudge: asyncio.TimerHandle | None = None  # an early report, judged later
         self.mapper = self._new_mapper(cfg)
 
     def _new_mapper(self, cfg: InterfaceConfig) -> PortMapper:
@@ -94,20 +95,33 @@ class DevicePortMap:
 
         It concerns the mapping only while the mapping is what we published and the peer is
         reached over IPv4; the machine decides (re-map, or a router that lies). The evidence
-        that the mapping works: a peer on IPv4 has handshaken since we first held it.
+        that the mapping works: a peer on IPv4 has handshaken since we first held it. A
+        report that came too early is judged again when it would count, unless a handshake
+        came meanwhile.
         """
-        if (
-            self._status().endpoint_source != SOURCE_MAPPING
-            or not peer_endpoint
-            or peer_endpoint.startswith("[")
-        ):
+        if peer_endpoint and not peer_endpoint.startswith("["):
+            self._judge(why, time.time())
+
+    def _judge_again(self, why: str, reported: float) -> None:
+        self._rejudge = None
+        self._judge(why, reported)
+
+    def _judge(self, why: str, reported: float) -> None:
+        if self._status().endpoint_source != SOURCE_MAPPING or self._handshake_since(reported):
             return
-        held_since_us = int(self._held[1] * 1e6)
-        carried = any(
-            p.latest_handshake >= held_since_us and p.endpoint and not p.endpoint.startswith("[")
+        wait = self.mapper.path_broken(why, carried=self._handshake_since(self._held[1]))
+        if wait is not None and self._rejudge is None:
+            self._rejudge = asyncio.get_running_loop().call_later(
+                wait, self._judge_again, why, reported
+            )
+
+    def _handshake_since(self, unix: float) -> bool:
+        """A peer reached over IPv4 has handshaken at or after ``unix``."""
+        since_us = int(unix * 1e6)
+        return any(
+            p.latest_handshake >= since_us and p.endpoint and not p.endpoint.startswith("[")
             for p in self._status().peers.values()
         )
-        self.mapper.path_broken(why, carried=carried)
 
     async def choose(self, endpoints: dict[str, str], nat: NatMapping) -> dict[str, str]:
         """The endpoints to publish, by family (STUN's, with IPv4 maybe the mapping's).
@@ -158,12 +172,16 @@ class DevicePortMap:
 
     async def stop(self) -> None:
         """Delete the mapping (daemon stop, interface gone)."""
+        if self._rejudge is not None:
+            self._rejudge.cancel()
         await asyncio.gather(self.mapper.stop(), *self._retiring, return_exceptions=True)
 
     # --- mapper events ------------------------------------------------------------------
 
     def _changed(self, status: Status) -> None:
-        if status.phase not in (Phase.PROBING, Phase.MAPPING):
+        if status.phase in (Phase.PROBING, Phase.MAPPING):
+            self._settled.clear()  # mapping (again): a publish meanwhile waits for it
+        else:
             self._settled.set()
         self._publish_status()
         if self._stun_v4 is None and self._chosen is None:

@@ -180,32 +180,34 @@ class PortMapMachine:
             return
         self._remap(why)
 
-    def path_failed(self, why: str, now: float, *, carried: bool) -> None:
+    def path_failed(self, why: str, now: float, *, carried: bool) -> float | None:
         """Health says a path through the published mapping failed (a stall, pings, or no
         handshake within the grace). ``carried``: a peer has handshaken since we first held
         this mapped endpoint.
 
-        Reports within :data:`NOT_FORWARDING_GRACE` of the router granting the mapping are
-        ignored. Then a mapping that carried traffic was probably forgotten by the router: map
-        again. One that never did is mapped again once (the router may have lost it); when the
-        router grants the same endpoint again and it still carries nothing, the router lies:
-        the mapping is deleted at the router and not asked for again for
-        :data:`DISTRUST_START` (doubling up to :data:`DISTRUST_CAP`).
+        A mapping that carried traffic was probably forgotten by the router: map again at
+        once. For one that never did, reports within :data:`NOT_FORWARDING_GRACE` of the
+        router granting it are ignored (the time from which they count is returned, so the
+        caller can ask again then if nothing has arrived meanwhile); then it is mapped again
+        once (the router may have lost it); when the router grants the same endpoint again
+        and it still carries nothing, the router lies: the mapping is deleted at the router
+        and not asked for again for :data:`DISTRUST_START` (doubling to :data:`DISTRUST_CAP`).
         """
         m = self.mapping
         if m is None or self.phase not in (Phase.MAPPED, Phase.RENEWING):
-            return
-        if now - self._granted_at < NOT_FORWARDING_GRACE:
-            return
+            return None
         if carried:
             self._suspect = None
             self._distrust = DISTRUST_START
             self._remap(why)
+        elif now - self._granted_at < NOT_FORWARDING_GRACE:
+            return self._granted_at + NOT_FORWARDING_GRACE
         elif self._suspect != m.endpoint:
             self._suspect = m.endpoint
             self._remap(why)
         else:
             self._not_forwarding(m, now)
+        return None
 
     def _remap(self, why: str) -> None:
         self.mapping = None

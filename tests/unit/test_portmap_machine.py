@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from stunmeshd.portmap.device import properties
 from stunmeshd.portmap.machine import (
     DISTRUST_CAP,
     DISTRUST_START,
@@ -206,7 +207,8 @@ def test_a_mapping_that_never_carried_is_remapped_once_then_dropped_and_not_aske
     m = mapped_machine()  # granted at 0.2
     g = NOT_FORWARDING_GRACE
     # the peers have not had their chance yet: health's early reports are not held against it
-    m.path_failed("peer b: nothing received", 0.2 + g - 1, carried=False)
+    # (the caller is told when it would count, to ask again then)
+    assert m.path_failed("peer b: nothing received", 0.2 + g - 1, carried=False) == 0.2 + g
     assert drain(m) == [] and m.status.phase is Phase.MAPPED
     # the first failure: the router may have lost it, map again
     m.path_failed("peer b: no handshake", 0.2 + g, carried=False)
@@ -226,6 +228,12 @@ def test_a_mapping_that_never_carried_is_remapped_once_then_dropped_and_not_aske
         f"not mapping for {DISTRUST_START / 60:.0f} min"
     )
     assert m.get_timer() == verdict + DISTRUST_START
+    assert properties(st, 0.0) == {  # the Device's fields, as the seam sets them
+        "port_mapping": "",
+        "port_mapping_endpoint": "",
+        "port_mapping_expires": 0,
+        "port_mapping_reason": st.reason,
+    }
     # routes or addresses changed on the same gateway: still not asked
     m.network_changed("addresses or routes changed", verdict + 5, gateway_moved=False)
     m.handle_timer(verdict + DISTRUST_START - 1)
@@ -268,7 +276,7 @@ def test_a_mapping_that_carried_traffic_is_only_ever_mapped_again() -> None:
     m = mapped_machine()
     now = 0.2
     for _ in range(4):
-        now += NOT_FORWARDING_GRACE
+        now += 1  # no grace: the peers evidently had it
         m.path_failed("peer b: nothing received", now, carried=True)
         assert m.status.mapping is None and m.status.phase is Phase.PROBING
         remap(m, now)
