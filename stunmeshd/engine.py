@@ -1113,6 +1113,9 @@ class DeviceWorker:
                         rt.cfg.label,
                         rt.status.last_error,
                     )
+                    self.portmap.path_broken(
+                        f"peer {rt.cfg.label}: no handshake", rt.status.endpoint
+                    )
         busy = any(rt.traffic.busy for rt in self.peers.values())
         fast = awaiting or self._peers_expected(info)
         self.next_poll = now + (POLL_FAST if fast else POLL_BUSY if busy else POLL_SLOW)
@@ -1161,7 +1164,7 @@ class DeviceWorker:
         rt.applied_at = now
         rt.fetch_backoff.reset()
         rt.next_fetch = now
-        self.portmap.path_broken(f"peer {rt.cfg.label}: {reason}")
+        self.portmap.path_broken(f"peer {rt.cfg.label}: {reason}", rt.status.endpoint)
         self.request_rediscover()
 
     def _schedule_ping(self, rt: PeerRuntime, *, soon: bool = False) -> None:
