@@ -123,6 +123,19 @@ def apply_action(current: PeerInfo | None, endpoint: str, ts: int | None, *, liv
     return Apply.SET
 
 
+def checks_collision(own_key: bytes, peer_key: bytes) -> bool:
+    """Rule: after re-creating a silent peer with its first endpoint, only the side with the
+    lower public key checks 0.5 s later whether the two first initiations collided (each
+    WireGuard answered the other's and refused the answer to its own): one fresh initiation
+    then completes, and the two never collide again."""
+    return own_key < peer_key
+
+
+def still_silent(current: PeerInfo | None) -> bool:
+    """WireGuard has an endpoint for the peer and never a handshake."""
+    return current is not None and not current.latest_handshake and bool(current.endpoint)
+
+
 def kick_keepalive(current: PeerInfo | None) -> int:
     """Rule: every endpoint change kicks WireGuard (persistent keepalive 0 -> N): the peer's
     own keepalive, else 25 s (the NAT needs one)."""

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from stunmeshd import crypto
-from stunmeshd.errors import DeviceNotFound, RecordError, StoreError, StunmeshError
+from stunmeshd.errors import DeviceNotFound, RecordError, StoreError, StunmeshError, WireGuardError
 from stunmeshd.model import PeerState
 from stunmeshd.stores.base import MultiValueStore, Store
 
@@ -16,9 +16,11 @@ from .decisions import (
     Apply,
     Candidate,
     apply_action,
+    checks_collision,
     choose_endpoint,
     kick_keepalive,
     pick_record,
+    still_silent,
     tunnel_live,
 )
 from .runtime import CycleResult, PeerRuntime, log, noise
@@ -124,14 +126,16 @@ class Fetcher:
         self._refetch_later(rt)
         return CycleResult(False, error, cause)
 
-    def _refetch_later(self, rt: PeerRuntime) -> float:
+    def _refetch_later(self, rt: PeerRuntime, *, news: bool = False) -> float:
         w = self.w
-        return w.schedule.refetch_later(rt.key, w.clock.monotonic()) - w.clock.monotonic()
+        now = w.clock.monotonic()
+        return w.schedule.refetch_later(rt.key, now, news=news) - now
 
     async def _fetch_and_apply_once(self, rt: PeerRuntime) -> CycleResult:
         w = self.w
         assert w.info is not None
         key = crypto.fetch_key(w.info.public_key, rt.cfg.public_key)
+        news, rt.watch_news = rt.watch_news, False
         try:
             candidates = await w.engine.store_call(rt.store, _candidates(rt.store, key))
         except StoreError as exc:
@@ -148,7 +152,8 @@ class Fetcher:
         if not candidates:
             if rt.status.state != PeerState.CONNECTED:  # a working tunnel needs no record
                 rt.status.update(state=PeerState.WAITING, last_error="")
-            retry_in = self._refetch_later(rt)
+            # the watch saw a value the read did not (the store was still spreading it)
+            retry_in = self._refetch_later(rt, news=news)
             log.debug(
                 "no record yet iface=%s peer=%s retry_in=%.1fs", w.cfg.name, rt.cfg.label, retry_in
             )
@@ -257,6 +262,8 @@ class Fetcher:
         if action is Apply.RECREATE:
             assert current is not None
             await w.backend.reset_peer(w.cfg.name, current, endpoint, keepalive)
+            if checks_collision(w.info.public_key, rt.key):  # the peer's side does not check
+                w.schedule.collision_check(rt.key, w.clock.monotonic())
         else:
             await w.backend.set_endpoint(
                 w.cfg.name, rt.cfg.public_key, endpoint, keepalive=keepalive
@@ -277,6 +284,43 @@ class Fetcher:
             "endpoint applied iface=%s peer=%s endpoint=%s", w.cfg.name, rt.cfg.label, endpoint
         )
         self._after_apply(rt)
+
+    async def recreate_silent(self, runtimes: list[PeerRuntime]) -> None:
+        """Re-create peers that still have no handshake a moment after their first endpoint.
+
+        Both sides sending their first handshake initiation at the same moment (two daemons
+        that got each other's record together) makes each answer the other's and refuse the
+        answer to its own; WireGuard tries again only 5 s later. A fresh initiation from one
+        side (the lower key's, so the two never collide again) completes at once.
+        """
+        w = self.w
+        for rt in runtimes:
+            w.schedule.collision_checked(rt.key)
+        info = await w.read_device()
+        if info is None:
+            return
+        for rt in runtimes:
+            current = info.peers.get(rt.cfg.public_key)
+            if not still_silent(current):
+                continue
+            assert current is not None and current.endpoint  # still_silent says so
+            try:
+                await w.backend.reset_peer(
+                    w.cfg.name, current, current.endpoint, kick_keepalive(current)
+                )
+            except WireGuardError as exc:
+                log.warning(
+                    "re-creating peer failed iface=%s peer=%s error=%s",
+                    w.cfg.name,
+                    rt.cfg.label,
+                    exc,
+                )
+                continue
+            log.info(
+                "silent peer re-created for a fresh initiation iface=%s peer=%s",
+                w.cfg.name,
+                rt.cfg.label,
+            )
 
     def _after_apply(self, rt: PeerRuntime) -> None:
         """Keep re-fetching a peer with backoff until its handshake shows the tunnel is up."""

@@ -45,6 +45,8 @@ class MonitorHost(Protocol):
 
     def request_rediscover(self) -> None: ...
 
+    def wake(self) -> None: ...
+
     def warn_once(self, tag: str, msg: str, *args: Any) -> None: ...
 
     def forget_warning(self, tag: str) -> None: ...
@@ -98,6 +100,7 @@ class Monitor:
                     rt.cfg.label,
                     rt.status.last_error,
                 )
+                w.portmap.path_broken(f"peer {rt.cfg.label}: no handshake", rt.status.endpoint)
         busy = any(rt.traffic.busy for rt in w.peers.values())
         awaiting = awaiting or self.peers_expected(info)
         w.schedule.polled(now, awaiting=awaiting, busy=busy)
@@ -152,7 +155,7 @@ class Monitor:
         family = endpoint_family(endpoint) if endpoint else None
         w.schedule.path_broken(rt.key, w.clock.monotonic(), family)
         rt.status.update(state=PeerState.APPLIED, last_error=reason)
-        w.portmap.path_broken(f"peer {rt.cfg.label}: {reason}")
+        w.portmap.path_broken(f"peer {rt.cfg.label}: {reason}", rt.status.endpoint)
         w.request_rediscover()
 
     def schedule_ping(self, rt: PeerRuntime, *, soon: bool = False) -> None:
@@ -164,13 +167,20 @@ class Monitor:
                 0.0 if soon else rt.cfg.ping.interval or w.engine.config.ping_monitor.interval
             )
         w.schedule.ping_later(rt.key, w.clock.monotonic(), interval)
+        if interval is not None:
+            w.wake()  # the loop's next deadline may now be this one
 
-    async def ping_due(self) -> None:
+    def start_pings(self) -> None:
+        """Start the due checks, each in a task of its own: an unanswered ping (no tunnel yet)
+        takes its whole timeout, and fetches, applies and polls must not wait for it."""
         w = self.w
         due = w.schedule.ping_due(w.clock.monotonic())
-        pings = [rt for key, rt in w.peers.items() if key in due]
-        if pings:
-            await asyncio.gather(*(self._ping(rt) for rt in pings))
+        for key, rt in w.peers.items():
+            if key in due:
+                w.schedule.ping_started(key)
+                rt.ping_task = asyncio.create_task(
+                    self._ping(rt), name=f"ping-{w.cfg.name}-{rt.cfg.label}"
+                )
 
     async def _ping(self, rt: PeerRuntime) -> None:
         """stunmesh-go's ping monitor: fixed_retries failed pings in a row = broken path."""

@@ -160,8 +160,8 @@ class PeerSet:
         )
         rt = self.peers.pop(cfg.public_key, None)
         w.schedule.remove_peer(cfg.public_key)
-        if rt is not None and rt.watch is not None:
-            rt.watch.cancel()
+        if rt is not None:
+            rt.cancel_tasks()
         status = w.status.peers.get(b64(cfg.public_key))
         fields: dict[str, Any] = {
             "state": PeerState.NOT_ON_DEVICE,
@@ -225,19 +225,19 @@ class PeerSet:
                 w.cfg.name,
                 rt.cfg.label,
             )
-            if rt.watch is not None:
-                rt.watch.cancel()
+            rt.cancel_tasks()
         w.engine.model.remove_peer(w.status, b64(key))
 
     def remove_all(self) -> None:
         for key in [*self.peers, *self.absent]:
             self.remove(key)
 
-    async def stop_watches(self) -> None:
-        watches = [rt.watch for rt in self.peers.values() if rt.watch is not None]
-        for task in watches:
+    async def stop_tasks(self) -> None:
+        """The store watches and ping checks end with the worker."""
+        tasks = [t for rt in self.peers.values() for t in (rt.watch, rt.ping_task) if t]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*watches, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _ensure_watch(self, rt: PeerRuntime) -> None:
         """Follow the peer's record where the store can notify (OpenDHT listen)."""
@@ -259,10 +259,12 @@ class PeerSet:
         w = self.w
         backoff = Backoff(*WATCH_BACKOFF)
         while True:
+            live = False  # the first wake of each watch only says it is live
             try:
                 async for _ in cast(WatchableStore, rt.store).watch(key):
                     backoff.reset()
                     log.debug("peer republished iface=%s peer=%s", w.cfg.name, rt.cfg.label)
+                    rt.watch_news, live = live, True
                     w.schedule.refetch_now(rt.key, w.clock.monotonic())
                     w.wake()
             except StoreError as exc:

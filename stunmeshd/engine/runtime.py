@@ -44,9 +44,17 @@ class PeerRuntime:
     traffic: TrafficWatch = field(default_factory=TrafficWatch)
     watch: asyncio.Task[None] | None = None  # follows the peer's record (stores that notify)
     watch_key: str = ""
+    watch_news: bool = False  # the watch reported a new value the next fetch has to find
+    ping_task: asyncio.Task[None] | None = None  # the check in flight (never awaited by the loop)
     ping_failures: int = 0
     ping_address: str = ""  # ping.target resolved (a host name is looked up now and then)
 
     @property
     def key(self) -> bytes:
         return self.cfg.public_key
+
+    def cancel_tasks(self) -> None:
+        """Its store watch and its ping check end with it."""
+        for task in (self.watch, self.ping_task):
+            if task is not None:
+                task.cancel()

@@ -15,6 +15,7 @@ RECENT_HANDSHAKE = 180.0  # s: WireGuard drops sessions older than this (REJECT_
 HANDSHAKE_GRACE = 15.0  # s after setting an endpoint before we say the tunnel did not form
 WARM_INTERVAL = 25.0  # s: re-STUN at most this often while a peer lacks a handshake
 FETCH_BACKOFF_START = 1.0  # s
+WATCH_RECHECK = 0.25  # s: a re-read after a watch's news found nothing is tried again this soon
 PUBLISH_BACKOFF_CAP = 60.0  # s
 DEVICE_BACKOFF_START = 0.25  # s, for a missing device or failed discovery
 DEVICE_BACKOFF_CAP = 30.0
@@ -23,6 +24,7 @@ POLL_BUSY = 1.0  # s: device poll while data flows, to see a broken path quickly
 POLL_SLOW = 5.0  # s: device poll otherwise: handshake age, rx/tx
 PEER_WAIT = 30.0  # s after a device appears during which peers missing from it are polled for
 PUNCH_DELAY = 0.3  # s between publishing a moved endpoint and kicking WireGuard towards peers
+COLLISION_CHECK = 0.5  # s after a first endpoint before the lower key re-creates a silent peer
 BAD_FAMILY_TTL = 120.0  # s a family whose path broke is avoided by prefer_* peers
 PING_RESOLVE_TTL = 300.0  # s a ping target's host name lookup is used before a new one
 PING_RESOLVE_RETRY = 30.0  # s after a failed lookup before the next
@@ -55,6 +57,7 @@ class PeerTimes:
     next_publish: float | None = None  # a publish retry after a failure
     applied_at: float | None = None  # we last set its endpoint (or its tunnel went stale)
     next_ping: float | None = None  # the next ICMP check (ping settings)
+    next_collision_check: float | None = None  # re-create it then if still silent
     bad_families: dict[str, float] = field(default_factory=dict)  # family -> avoid until
     resolve_after: float = float("-inf")  # the ping target's name is looked up again from here
 
@@ -186,12 +189,14 @@ class Schedule:
     def fetch_started(self, key: bytes) -> None:
         self._of(key).next_fetch = None
 
-    def refetch_later(self, key: bytes, now: float) -> float:
+    def refetch_later(self, key: bytes, now: float, *, news: bool = False) -> float:
         """Rule: a peer without a record, or with an endpoint applied but no handshake yet (or
         whose fetch failed), is re-fetched after 1 s, 2 s, 4 s ... capped at
-        ``refresh_interval``. Returns the deadline."""
+        ``refresh_interval``. A re-read woken by the store's watch (``news``) that found no
+        record yet is tried again after 0.25 s instead, without a backoff step: the store
+        was still spreading the value the watch saw. Returns the deadline."""
         times = self._of(key)
-        times.next_fetch = now + times.fetch_backoff.next()
+        times.next_fetch = now + (WATCH_RECHECK if news else times.fetch_backoff.next())
         return times.next_fetch
 
     def refetch_now(self, key: bytes, now: float) -> None:
@@ -236,6 +241,21 @@ class Schedule:
         applied = self._of(key).applied_at
         return None if applied is None else now - applied >= HANDSHAKE_GRACE
 
+    def collision_check(self, key: bytes, now: float) -> None:
+        """Rule: 0.5 s after a silent peer was re-created with its first endpoint, check it
+        again (the lower key's side only: ``decisions.checks_collision``)."""
+        self._of(key).next_collision_check = now + COLLISION_CHECK
+
+    def collision_due(self, now: float) -> set[bytes]:
+        return {
+            k
+            for k, t in self.peers.items()
+            if t.next_collision_check is not None and t.next_collision_check <= now
+        }
+
+    def collision_checked(self, key: bytes) -> None:
+        self._of(key).next_collision_check = None
+
     def settled(self, key: bytes, now: float) -> bool:
         """The endpoint applied last (if any) has had its handshake grace."""
         return self.grace_over(key, now) is not False
@@ -273,6 +293,10 @@ class Schedule:
         interval; None: not pinged."""
         self._of(key).next_ping = None if interval is None else now + interval
 
+    def ping_started(self, key: bytes) -> None:
+        """A check is in flight (one per peer): the next is scheduled when it ends."""
+        self._of(key).next_ping = None
+
     def ping_due(self, now: float) -> set[bytes]:
         return {k for k, t in self.peers.items() if t.next_ping is not None and t.next_ping <= now}
 
@@ -301,7 +325,14 @@ class Schedule:
             deadlines.append(self.last_discovery + WARM_INTERVAL)
         for times in self.peers.values():
             deadlines += [
-                t for t in (times.next_fetch, times.next_publish, times.next_ping) if t is not None
+                t
+                for t in (
+                    times.next_fetch,
+                    times.next_publish,
+                    times.next_ping,
+                    times.next_collision_check,
+                )
+                if t is not None
             ]
         if self.rediscover_requested:
             deadlines.append(0.0)

@@ -118,7 +118,7 @@ class DeviceWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         await self.portmap.stop()
-        await self.peerset.stop_watches()
+        await self.peerset.stop_tasks()
         for waiter in self._waiters + [f for _, f in self.fetcher.waiters]:
             if not waiter.done():
                 waiter.set_result(CycleResult(False, "daemon stopping"))
@@ -160,11 +160,16 @@ class DeviceWorker:
         retry = [rt for key, rt in self.peers.items() if key in retry_keys]
         if retry and self.info is not None and self.discovery.ok:
             await self.publisher.publish_all(self.info, retry)
+        collided = sched.collision_due(now)
+        if collided:
+            await self.fetcher.recreate_silent(
+                [rt for k, rt in self.peers.items() if k in collided]
+            )
         if due:
             await self.fetcher.serve(due)
         if sched.poll_due(self.clock.monotonic()):
             await self.monitor.poll()
-        await self.monitor.ping_due()
+        self.monitor.start_pings()
 
     # ---- full cycle --------------------------------------------------------------------
 

@@ -13,11 +13,13 @@ from stunmeshd.engine.decisions import (
     Candidate,
     Link,
     apply_action,
+    checks_collision,
     handshake_recent,
     kick_keepalive,
     no_handshake_reason,
     pick_record,
     poll_verdict,
+    still_silent,
     tunnel_live,
 )
 from stunmeshd.model import NatMapping, PeerState
@@ -121,3 +123,13 @@ def test_a_failed_peer_says_why_the_tunnel_did_not_form() -> None:
     assert no_handshake_reason(NEW, plain).startswith(
         f"no handshake 15 s after setting endpoint {NEW}: the peer may be behind"
     )
+
+
+def test_only_the_lower_key_rechecks_a_silent_recreated_peer() -> None:
+    low, high = b"\1" * 32, b"\2" * 32
+    assert checks_collision(low, high)
+    assert not checks_collision(high, low)  # the peer's side checks, never both
+    assert still_silent(held(NEW))
+    assert not still_silent(held(NEW, NOW - 1))  # it handshaked
+    assert not still_silent(held(None))  # no endpoint to re-create it with
+    assert not still_silent(None)

@@ -330,3 +330,42 @@ def test_the_engine_reads_time_only_through_its_clock() -> None:
     ]
     assert offenders == []
     assert {"worker.py", "fetcher.py", "schedule.py"} <= {p.name for p in package.glob("*.py")}
+
+
+def test_a_watch_woken_reread_that_finds_no_record_is_retried_after_0_25s(
+    clock: FakeClock, sched: Schedule
+) -> None:
+    now = clock.monotonic()
+    sched.refetch_later(PEER, now)  # 1 s
+    assert sched.refetch_later(PEER, now, news=True) == now + 0.25
+    assert sched.refetch_later(PEER, now, news=True) == now + 0.25
+    assert sched.refetch_later(PEER, now) == now + 2.0  # the backoff took no step for news
+
+
+def test_a_silent_recreated_peer_is_checked_again_after_0_5s(
+    clock: FakeClock, sched: Schedule
+) -> None:
+    sched.cycle_done(clock.monotonic(), REFRESH, discovered=True)
+    sched.collision_check(PEER, clock.monotonic())
+    assert sched.next_deadline(warming=False) == clock.monotonic() + 0.5
+    clock.advance(0.49)
+    assert sched.collision_due(clock.monotonic()) == set()
+    clock.advance(0.01)
+    assert sched.collision_due(clock.monotonic()) == {PEER}
+    sched.collision_checked(PEER)  # once only
+    clock.advance(10.0)
+    assert sched.collision_due(clock.monotonic()) == set()
+
+
+def test_one_ping_check_per_peer_is_in_flight_and_the_next_comes_after_it(
+    clock: FakeClock, sched: Schedule
+) -> None:
+    sched.ping_later(PEER, clock.monotonic(), 2.0)
+    clock.advance(2.0)
+    assert sched.ping_due(clock.monotonic()) == {PEER}
+    sched.ping_started(PEER)  # an unanswered ping takes its whole timeout
+    clock.advance(5.0)
+    assert sched.ping_due(clock.monotonic()) == set()  # no second check meanwhile
+    sched.ping_later(PEER, clock.monotonic(), 2.0)  # it ended
+    clock.advance(2.0)
+    assert sched.ping_due(clock.monotonic()) == {PEER}
