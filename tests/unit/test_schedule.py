@@ -316,22 +316,6 @@ def test_the_worker_sleeps_until_the_earliest_deadline(clock: FakeClock, sched: 
     assert sched.next_deadline(warming=False) == now + 5.0
 
 
-def test_the_engine_reads_time_only_through_its_clock() -> None:
-    """What the fake-clock tests rely on: no module of the engine but clock.py reads the wall
-    or monotonic clock, or sleeps, by itself."""
-    package = Path(engine.__file__).parent
-    direct = re.compile(r"\btime\.(time|monotonic)\(|asyncio\.sleep\(|loop\.time\(|^import time$")
-    offenders = [
-        f"{path.name}:{n}"
-        for path in sorted(package.glob("*.py"))
-        if path.name != "clock.py"
-        for n, line in enumerate(path.read_text().splitlines(), 1)
-        if direct.search(line.strip())
-    ]
-    assert offenders == []
-    assert {"worker.py", "fetcher.py", "schedule.py"} <= {p.name for p in package.glob("*.py")}
-
-
 def test_a_watch_woken_reread_that_finds_no_record_is_retried_after_0_25s(
     clock: FakeClock, sched: Schedule
 ) -> None:
@@ -369,3 +353,19 @@ def test_one_ping_check_per_peer_is_in_flight_and_the_next_comes_after_it(
     sched.ping_later(PEER, clock.monotonic(), 2.0)  # it ended
     clock.advance(2.0)
     assert sched.ping_due(clock.monotonic()) == {PEER}
+
+
+def test_the_engine_reads_time_only_through_its_clock() -> None:
+    """What the fake-clock tests rely on: no module of the engine but clock.py reads the wall
+    or monotonic clock, or sleeps, by itself."""
+    package = Path(engine.__file__).parent
+    direct = re.compile(r"\btime\.(time|monotonic)\(|asyncio\.sleep\(|loop\.time\(|^import time$")
+    offenders = [
+        f"{path.name}:{n}"
+        for path in sorted(package.glob("*.py"))
+        if path.name != "clock.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if direct.search(line.strip())
+    ]
+    assert offenders == []
+    assert {"worker.py", "fetcher.py", "schedule.py"} <= {p.name for p in package.glob("*.py")}
