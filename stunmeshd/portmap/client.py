@@ -548,6 +548,14 @@ class PortMapper:
         self._kick()
         return None if counts_from is None else max(0.0, counts_from - now)
 
+    def peer_moved(self, why: str) -> None:
+        """A peer published a new endpoint: a "not forwarding" verdict may have been its absence."""
+        was = self.machine.status.phase
+        self.machine.peer_moved(why)
+        if was is Phase.DISTRUSTED and self.machine.status.phase is not Phase.DISTRUSTED:
+            log.info("port mapping: asking the router again iface=%s (%s)", self.ifname, why)
+        self._kick()
+
     async def _check_gateway(self, why: str) -> None:
         try:
             gateway = await self._find()

@@ -102,6 +102,11 @@ class DevicePortMap:
         if peer_endpoint and not peer_endpoint.startswith("["):
             self._judge(why, time.time())
 
+    def peer_moved(self, peer: str, endpoint: str) -> None:
+        """A peer's record named an endpoint it had not named before (it came back, or its
+        network changed): evidence that a "not forwarding" verdict may have been its absence."""
+        self.mapper.peer_moved(f"peer {peer} published a new endpoint {endpoint}")
+
     def _judge_again(self, why: str, reported: float) -> None:
         self._rejudge = None
         self._judge(why, reported)

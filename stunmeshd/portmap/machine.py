@@ -209,6 +209,19 @@ class PortMapMachine:
             self._not_forwarding(m, now)
         return None
 
+    def peer_moved(self, why: str) -> None:
+        """A peer published an endpoint we had not seen: the other side of the test is new.
+
+        A "not forwarding" verdict cannot tell a lying router from a peer that was simply
+        away (switched off, asleep); a peer that comes back publishes its new endpoint, so
+        that ends the verdict, and a strike against the current mapping is forgotten. The
+        wait after a verdict keeps its doubling: a router that does lie is judged again
+        within a minute and waits longer each time.
+        """
+        self._suspect = None
+        if self.phase is Phase.DISTRUSTED:
+            self._remap(why)
+
     def _remap(self, why: str) -> None:
         self.mapping = None
         self._probe_backoff = PROBE_BACKOFF_START

@@ -313,3 +313,37 @@ def test_failures_without_a_published_mapping_are_ignored() -> None:
     drain(m)
     m.path_failed("x", 100.0, carried=False)
     assert drain(m) == [] and m.status.phase is Phase.PROBING
+
+
+def test_a_peer_that_comes_back_with_a_new_endpoint_ends_the_verdict() -> None:
+    """An honest router and a peer that was switched off look alike; its return tells them apart."""
+    m = mapped_machine()
+    g = NOT_FORWARDING_GRACE
+    m.path_failed("peer b: no handshake", 0.2 + g, carried=False)
+    remap(m, 1 + g)
+    verdict = 1 + 2 * g
+    m.path_failed("peer b: no handshake", verdict, carried=False)
+    drain(m)
+    assert m.status.phase is Phase.DISTRUSTED
+    m.peer_moved("peer b published a new endpoint 198.51.100.7:40000")
+    # asked again at once, not after the 10 min
+    assert m.status.phase is Phase.PROBING and m.next_action_pending()
+    # a router that does lie is judged again, and the wait after that keeps its doubling
+    remap(m, verdict + 1)
+    m.path_failed("x", verdict + 1 + g, carried=False)
+    remap(m, verdict + 2 + g)
+    m.path_failed("x", verdict + 2 + 2 * g, carried=False)
+    drain(m)
+    assert m.status.phase is Phase.DISTRUSTED
+    assert m.get_timer() == verdict + 2 + 2 * g + 2 * DISTRUST_START
+
+
+def test_a_peer_that_moved_forgets_a_strike_but_leaves_a_working_mapping_alone() -> None:
+    m = mapped_machine()
+    g = NOT_FORWARDING_GRACE
+    m.path_failed("x", 0.2 + g, carried=False)
+    remap(m, 1 + g)  # one strike against this endpoint
+    m.peer_moved("peer b published a new endpoint 198.51.100.7:40000")
+    assert drain(m) == [] and m.status.phase is Phase.MAPPED
+    m.path_failed("x", 1 + 2 * g, carried=False)  # counts as a first failure again
+    assert m.status.phase is Phase.PROBING
