@@ -314,7 +314,7 @@ class DeviceWorker:
                 # timeout, and fetches, applies and polls must not wait for it
                 rt.next_ping = None
                 rt.ping_task = asyncio.create_task(
-                    self._ping(rt), name=f"ping-{self.cfg.name}-{rt.cfg.label}"
+                    self._ping_checked(rt), name=f"ping-{self.cfg.name}-{rt.cfg.label}"
                 )
 
     # ---- full cycle --------------------------------------------------------------------
@@ -1175,6 +1175,14 @@ class DeviceWorker:
             self._wake.set()  # the loop's next deadline may now be this one
         else:
             rt.next_ping = None
+
+    async def _ping_checked(self, rt: PeerRuntime) -> None:
+        """A ping check in its task: a bug in one is said and the monitor goes on."""
+        try:
+            await self._ping(rt)
+        except Exception:
+            log.exception("ping check failed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
+            self._schedule_ping(rt)
 
     async def _ping(self, rt: PeerRuntime) -> None:
         """stunmesh-go's ping monitor: fixed_retries failed pings in a row = broken path."""
