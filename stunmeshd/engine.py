@@ -126,6 +126,7 @@ class PeerRuntime:
     watch: asyncio.Task[None] | None = None  # follows the peer's record (stores that notify)
     watch_key: str = ""
     watch_news: bool = False  # the watch reported a new value the next fetch has to find
+    watch_woke_at: float = float("-inf")  # loop time of the watch's last wake
     next_ping: float | None = None  # loop time of the next ICMP check (ping settings)
     next_collision_check: float | None = None  # loop time to re-create it if still silent
     ping_task: asyncio.Task[None] | None = None  # the check in flight (never awaited by the loop)
@@ -664,7 +665,7 @@ class DeviceWorker:
                     backoff.reset()
                     log.debug("peer republished iface=%s peer=%s", self.cfg.name, rt.cfg.label)
                     rt.watch_news, live = live, True
-                    rt.next_fetch = self.loop.time()
+                    rt.next_fetch = rt.watch_woke_at = self.loop.time()
                     self._wake.set()
             except StoreError as exc:
                 log.debug(
@@ -830,7 +831,11 @@ class DeviceWorker:
         results: dict[bytes, CycleResult] = {}
         if self.info is not None:
             runtimes = [self.peers[k] for k in keys if k in self.peers]
+            began = self.loop.time()
             outcomes = await asyncio.gather(*(self._fetch_and_apply(rt) for rt in runtimes))
+            for rt in runtimes:
+                if rt.watch_woke_at >= began:  # woken while reading: the read may predate it
+                    rt.next_fetch = self.loop.time()
             results = {rt.cfg.public_key: res for rt, res in zip(runtimes, outcomes, strict=True)}
         for key, waiter in waiters:
             if not waiter.done():
