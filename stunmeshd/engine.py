@@ -126,6 +126,7 @@ class PeerRuntime:
     watch: asyncio.Task[None] | None = None  # follows the peer's record (stores that notify)
     watch_key: str = ""
     watch_news: bool = False  # the watch reported a new value the next fetch has to find
+    watch_woke_at: float = float("-inf")  # loop time of the watch's last wake
     next_ping: float | None = None  # loop time of the next ICMP check (ping settings)
     next_collision_check: float | None = None  # loop time to re-create it if still silent
     ping_task: asyncio.Task[None] | None = None  # the check in flight (never awaited by the loop)
@@ -314,7 +315,7 @@ class DeviceWorker:
                 # timeout, and fetches, applies and polls must not wait for it
                 rt.next_ping = None
                 rt.ping_task = asyncio.create_task(
-                    self._ping(rt), name=f"ping-{self.cfg.name}-{rt.cfg.label}"
+                    self._ping_checked(rt), name=f"ping-{self.cfg.name}-{rt.cfg.label}"
                 )
 
     # ---- full cycle --------------------------------------------------------------------
@@ -664,7 +665,7 @@ class DeviceWorker:
                     backoff.reset()
                     log.debug("peer republished iface=%s peer=%s", self.cfg.name, rt.cfg.label)
                     rt.watch_news, live = live, True
-                    rt.next_fetch = self.loop.time()
+                    rt.next_fetch = rt.watch_woke_at = self.loop.time()
                     self._wake.set()
             except StoreError as exc:
                 log.debug(
@@ -830,7 +831,11 @@ class DeviceWorker:
         results: dict[bytes, CycleResult] = {}
         if self.info is not None:
             runtimes = [self.peers[k] for k in keys if k in self.peers]
+            began = self.loop.time()
             outcomes = await asyncio.gather(*(self._fetch_and_apply(rt) for rt in runtimes))
+            for rt in runtimes:
+                if rt.watch_woke_at >= began:  # woken while reading: the read may predate it
+                    rt.next_fetch = self.loop.time()
             results = {rt.cfg.public_key: res for rt, res in zip(runtimes, outcomes, strict=True)}
         for key, waiter in waiters:
             if not waiter.done():
@@ -1175,6 +1180,14 @@ class DeviceWorker:
             self._wake.set()  # the loop's next deadline may now be this one
         else:
             rt.next_ping = None
+
+    async def _ping_checked(self, rt: PeerRuntime) -> None:
+        """A ping check in its task: a bug in one is said and the monitor goes on."""
+        try:
+            await self._ping(rt)
+        except Exception:
+            log.exception("ping check failed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
+            self._schedule_ping(rt)
 
     async def _ping(self, rt: PeerRuntime) -> None:
         """stunmesh-go's ping monitor: fixed_retries failed pings in a row = broken path."""
