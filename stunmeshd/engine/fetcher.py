@@ -91,7 +91,10 @@ class Fetcher:
         results: dict[bytes, CycleResult] = {}
         if w.info is not None:
             runtimes = [w.peers[k] for k in keys if k in w.peers]
+            began = w.clock.monotonic()
             outcomes = await asyncio.gather(*(self._fetch_and_apply(rt) for rt in runtimes))
+            for rt in runtimes:
+                w.schedule.reread_if_woken(rt.key, began, w.clock.monotonic())
             results = {rt.key: res for rt, res in zip(runtimes, outcomes, strict=True)}
         for key, waiter in waiters:
             if not waiter.done():

@@ -179,8 +179,16 @@ class Monitor:
             if key in due:
                 w.schedule.ping_started(key)
                 rt.ping_task = asyncio.create_task(
-                    self._ping(rt), name=f"ping-{w.cfg.name}-{rt.cfg.label}"
+                    self._ping_checked(rt), name=f"ping-{w.cfg.name}-{rt.cfg.label}"
                 )
+
+    async def _ping_checked(self, rt: PeerRuntime) -> None:
+        """A ping check in its task: a bug in one is said and the monitor goes on."""
+        try:
+            await self._ping(rt)
+        except Exception:
+            log.exception("ping check failed iface=%s peer=%s", self.w.cfg.name, rt.cfg.label)
+            self.schedule_ping(rt)
 
     async def _ping(self, rt: PeerRuntime) -> None:
         """stunmesh-go's ping monitor: fixed_retries failed pings in a row = broken path."""

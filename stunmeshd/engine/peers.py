@@ -265,7 +265,7 @@ class PeerSet:
                     backoff.reset()
                     log.debug("peer republished iface=%s peer=%s", w.cfg.name, rt.cfg.label)
                     rt.watch_news, live = live, True
-                    w.schedule.refetch_now(rt.key, w.clock.monotonic())
+                    w.schedule.watch_woke(rt.key, w.clock.monotonic())
                     w.wake()
             except StoreError as exc:
                 log.debug("watch failed iface=%s peer=%s error=%s", w.cfg.name, rt.cfg.label, exc)

@@ -58,6 +58,7 @@ class PeerTimes:
     applied_at: float | None = None  # we last set its endpoint (or its tunnel went stale)
     next_ping: float | None = None  # the next ICMP check (ping settings)
     next_collision_check: float | None = None  # re-create it then if still silent
+    watch_woke_at: float = float("-inf")  # the store's watch last said the peer published
     bad_families: dict[str, float] = field(default_factory=dict)  # family -> avoid until
     resolve_after: float = float("-inf")  # the ping target's name is looked up again from here
 
@@ -200,8 +201,22 @@ class Schedule:
         return times.next_fetch
 
     def refetch_now(self, key: bytes, now: float) -> None:
-        """The store said the peer republished, or a prefer_* peer may try its other family."""
+        """A prefer_* peer may try its other family at once."""
         self._of(key).next_fetch = now
+
+    def watch_woke(self, key: bytes, now: float) -> None:
+        """The store's watch says the peer published: read it at once."""
+        times = self._of(key)
+        times.next_fetch = times.watch_woke_at = now
+
+    def reread_if_woken(self, key: bytes, began: float, now: float) -> bool:
+        """Rule: a watch wake that came while the peer was being read (since ``began``) makes
+        it read again at once: that read may predate the value."""
+        times = self._of(key)
+        if times.watch_woke_at < began:
+            return False
+        times.next_fetch = now
+        return True
 
     def handshake_seen(self, key: bytes) -> None:
         """The tunnel is up: no re-fetch until the next full cycle; backoff starts over."""

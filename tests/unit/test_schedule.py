@@ -355,6 +355,27 @@ def test_one_ping_check_per_peer_is_in_flight_and_the_next_comes_after_it(
     assert sched.ping_due(clock.monotonic()) == {PEER}
 
 
+def test_a_watch_wake_during_the_peers_read_makes_it_read_again_at_once(
+    clock: FakeClock, sched: Schedule
+) -> None:
+    sched.watch_woke(PEER, clock.monotonic())
+    assert sched.fetch_due(clock.monotonic()) == {PEER}
+    clock.advance(1.0)
+    began = clock.monotonic()  # a read starts
+    sched.fetch_started(PEER)
+    clock.advance(0.2)
+    sched.refetch_later(PEER, clock.monotonic())  # it found nothing: backoff
+    assert not sched.reread_if_woken(PEER, began, clock.monotonic())  # no wake meanwhile
+    assert sched.fetch_due(clock.monotonic()) == set()
+    began = clock.monotonic()  # the next read
+    clock.advance(0.1)
+    sched.watch_woke(PEER, clock.monotonic())  # the peer published while it ran
+    clock.advance(0.1)
+    sched.refetch_later(PEER, clock.monotonic())
+    assert sched.reread_if_woken(PEER, began, clock.monotonic())
+    assert sched.fetch_due(clock.monotonic()) == {PEER}
+
+
 def test_the_engine_reads_time_only_through_its_clock() -> None:
     """What the fake-clock tests rely on: no module of the engine but clock.py reads the wall
     or monotonic clock, or sleeps, by itself."""
