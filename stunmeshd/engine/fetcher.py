@@ -162,6 +162,8 @@ class Fetcher:
             )
             return CycleResult(True)
         record, endpoint = self._open_best(rt, candidates)
+        if rt.status.discovered_endpoint and endpoint != rt.status.discovered_endpoint:
+            w.portmap.peer_moved(rt.cfg.label, endpoint)  # it came back, or its network changed
         fields: dict[str, Any] = {"discovered_endpoint": endpoint}
         if rt.status.state != PeerState.CONNECTED:  # a connected peer stays connected
             fields["state"] = PeerState.RESOLVED

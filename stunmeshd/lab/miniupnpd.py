@@ -176,6 +176,10 @@ table inet {LIE_TABLE} {{
 """
         await self.site.router.run("nft", "-f", "-", input=table.encode())
 
+    async def honest(self) -> None:
+        """Undo :meth:`lie`: what the mappings forward gets through again."""
+        await self.site.router.run("nft", "delete", "table", "inet", LIE_TABLE)
+
     async def rules(self) -> str:
         """miniupnpd's current DNAT rules (one line per mapping)."""
         out = await self.site.router.run(

@@ -32,7 +32,8 @@ def _prereq() -> None:
 
 
 async def test_a_mapping_that_forwards_nothing_is_dropped_and_not_asked_for_again() -> None:
-    async with MeshLab(nat_a=NatMode.SYMMETRIC, store="dir") as mesh:
+    # a short refresh interval caps the re-fetch backoff, so the peer's move is read in time
+    async with MeshLab(nat_a=NatMode.SYMMETRIC, store="dir", refresh_interval="15s") as mesh:
         router = await mesh.lab.start_mapping_router(mesh.lab.a, {"pcp"})
         await router.lie()
         await mesh.start_daemons()
@@ -56,6 +57,17 @@ async def test_a_mapping_that_forwards_nothing_is_dropped_and_not_asked_for_agai
         assert not any(m.startswith("port mapped") for m in later)
         assert await router.rules() == ""
         assert await mesh.a.latest_handshake() == 0
+
+        # An honest router whose peer was merely away looks the same; a peer that comes back
+        # publishes a new endpoint, and that ends the verdict: the router is asked again.
+        await router.honest()
+        await mesh.b.wg.wg("set", "wg0", "listen-port", "51832")
+        moved = len(mesh.a.log_lines())
+        await mesh.wait_log(
+            mesh.a, "port mapping: asking the router again", timeout=60, after=moved
+        )
+        await mesh.wait_log(mesh.a, "port mapped", timeout=20, after=moved)
+        await mesh.wait_handshake(timeout=60)
 
 
 async def test_an_honest_routers_mapping_is_kept() -> None:
