@@ -125,6 +125,11 @@ def _first(attrs: list[tuple[int, bytes]], kind: int, *sizes: int) -> bytes | No
     return None
 
 
+def _number(payload: bytes | None, fmt: str) -> int | None:
+    """An integer attribute in host order (its size already checked); None when absent."""
+    return None if payload is None else int(struct.unpack(fmt, payload)[0])
+
+
 def _genl_attrs(chunk: bytes) -> list[tuple[int, bytes]]:
     """The attributes of one whole generic netlink message (as split_messages cut it)."""
     if len(chunk) < NLMSG_HDR.size + GENL_HDR.size:
@@ -150,9 +155,9 @@ def build_family_request() -> bytes:
 def parse_family_reply(chunks: list[bytes]) -> int:
     """The family id from the CTRL_CMD_NEWFAMILY answer."""
     for chunk in chunks:
-        family = _first(_genl_attrs(chunk), CTRL_ATTR_FAMILY_ID, 2)
-        if family is not None and struct.unpack("=H", family)[0] > 0:
-            return int(struct.unpack("=H", family)[0])
+        family = _number(_first(_genl_attrs(chunk), CTRL_ATTR_FAMILY_ID, 2), "=H")
+        if family:
+            return family
     raise WireGuardError("generic netlink did not return the wireguard family id")
 
 
@@ -321,10 +326,6 @@ def parse_device_dump(ifname: str, chunks: Iterable[bytes]) -> DeviceInfo:
         ) from None
 
 
-def _u(payload: bytes | None, fmt: str) -> int | None:
-    return None if payload is None else int(struct.unpack(fmt, payload)[0])
-
-
 def _parse_device_dump(ifname: str, chunks: Iterable[bytes]) -> DeviceInfo:
     private_key: bytes | None = None
     listen_port = 0
@@ -335,8 +336,8 @@ def _parse_device_dump(ifname: str, chunks: Iterable[bytes]) -> DeviceInfo:
         value = _first(attrs, WGDEVICE_A_PRIVATE_KEY, KEY_LEN)
         if value is not None:
             private_key = value
-        listen_port = _u(_first(attrs, WGDEVICE_A_LISTEN_PORT, 2), "=H") or listen_port
-        fwmark = _u(_first(attrs, WGDEVICE_A_FWMARK, 4), "=I") or fwmark
+        listen_port = _number(_first(attrs, WGDEVICE_A_LISTEN_PORT, 2), "=H") or listen_port
+        fwmark = _number(_first(attrs, WGDEVICE_A_FWMARK, 4), "=I") or fwmark
         for kind, group in attrs:
             if kind == WGDEVICE_A_PEERS:
                 for _, peer in walk(group):
@@ -361,9 +362,9 @@ def _merge_peer(peers: dict[bytes, _Peer], attrs: list[tuple[int, bytes]]) -> No
         if not 0 <= nsec < 1_000_000_000:
             raise WireGuardError(f"handshake nanoseconds out of range: {nsec}")
         peer.handshake = sec + nsec / 1e9
-    peer.rx = _u(_first(attrs, WGPEER_A_RX_BYTES, 8), "=Q") or peer.rx
-    peer.tx = _u(_first(attrs, WGPEER_A_TX_BYTES, 8), "=Q") or peer.tx
-    keepalive = _u(_first(attrs, WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL, 2), "=H")
+    peer.rx = _number(_first(attrs, WGPEER_A_RX_BYTES, 8), "=Q") or peer.rx
+    peer.tx = _number(_first(attrs, WGPEER_A_TX_BYTES, 8), "=Q") or peer.tx
+    keepalive = _number(_first(attrs, WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL, 2), "=H")
     if keepalive is not None:
         peer.keepalive = keepalive
     value = _first(attrs, WGPEER_A_PRESHARED_KEY, KEY_LEN)
@@ -377,9 +378,9 @@ def _merge_peer(peers: dict[bytes, _Peer], attrs: list[tuple[int, bytes]]) -> No
 
 def _allowed_ip(attrs: list[tuple[int, bytes]]) -> str:
     """``addr/cidr`` of one WGALLOWEDIP nest (re-creating a peer needs them all)."""
-    family = _u(_first(attrs, WGALLOWEDIP_A_FAMILY, 2), "=H")
+    family = _number(_first(attrs, WGALLOWEDIP_A_FAMILY, 2), "=H")
     raw = _first(attrs, WGALLOWEDIP_A_IPADDR, 4, 16)
-    cidr = _u(_first(attrs, WGALLOWEDIP_A_CIDR_MASK, 1), "=B")
+    cidr = _number(_first(attrs, WGALLOWEDIP_A_CIDR_MASK, 1), "=B")
     if raw is None or cidr is None:
         raise WireGuardError("netlink allowed IP without an address or mask")
     address = ipaddress.ip_address(raw)
