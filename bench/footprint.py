@@ -3,7 +3,9 @@
 Two lab hosts connected by their daemons; hostA's daemon has 1 peer (hostB), then, in a new
 lab, 10 (hostB plus 9 generated keys on its device and in its config that never publish).
 RSS (VmRSS) is read ``--seconds`` after the daemon started. The store is the lab's OpenDHT
-(``--store dir``: the directory store, a shell plugin, which needs no HTTP stack). The package
+(``--store dir``: the directory store, a shell plugin, which needs no HTTP stack).
+``port_mapping`` is at its default (``auto``): the probe, SSDP search included, runs against
+natA, which has no mapping router (aiohttp loads only once a gateway device answers). The package
 is byte-compiled first, as ``make install`` does (a daemon compiling its modules from source
 on every start holds ~2 MB more). ``ctl_import_s`` is the median over 5 runs of the import
 time ``python -X importtime -m stunmeshd.ctl --help`` reports (its top-level imports from

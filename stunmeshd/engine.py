@@ -58,6 +58,7 @@ RECENT_HANDSHAKE = 180.0  # s: WireGuard drops sessions older than this (REJECT_
 HANDSHAKE_GRACE = 15.0  # s after setting an endpoint before we say the tunnel did not form
 WARM_INTERVAL = 25.0  # s: re-STUN at most this often while a peer lacks a handshake
 FETCH_BACKOFF_START = 1.0  # s
+WATCH_RECHECK = 0.25  # s: a re-read after a watch's news found nothing is tried again this soon
 DEVICE_BACKOFF_START = 0.25  # s, for a missing device or failed discovery
 DEVICE_BACKOFF_CAP = 30.0
 KICK_KEEPALIVE = 25  # s: persistent keepalive set on peers that have none (NAT needs it)
@@ -66,6 +67,7 @@ POLL_BUSY = 1.0  # s: device poll while data flows, to see a broken path quickly
 POLL_SLOW = 5.0  # s: device poll otherwise: handshake age, rx/tx
 PEER_WAIT = 30.0  # s after a device appears during which peers missing from it are polled for
 PUNCH_DELAY = 0.3  # s between publishing a moved endpoint and kicking WireGuard towards peers
+COLLISION_CHECK = 0.5  # s after a first endpoint before the lower key re-creates a silent peer
 PING_RESOLVE_TTL = 300.0  # s a ping target's host name lookup is used before a new one
 PING_RESOLVE_RETRY = 30.0  # s after a failed lookup before the next
 PING_RESOLVE_TIMEOUT = 5.0  # s a lookup may take; the loop never waits on it
@@ -123,7 +125,11 @@ class PeerRuntime:
     traffic: TrafficWatch = field(default_factory=TrafficWatch)
     watch: asyncio.Task[None] | None = None  # follows the peer's record (stores that notify)
     watch_key: str = ""
+    watch_news: bool = False  # the watch reported a new value the next fetch has to find
+    watch_woke_at: float = float("-inf")  # loop time of the watch's last wake
     next_ping: float | None = None  # loop time of the next ICMP check (ping settings)
+    next_collision_check: float | None = None  # loop time to re-create it if still silent
+    ping_task: asyncio.Task[None] | None = None  # the check in flight (never awaited by the loop)
     bad_families: dict[str, float] = field(default_factory=dict)  # family -> avoid until
 
     def avoided_families(self, now: float) -> frozenset[str]:
@@ -223,6 +229,7 @@ class DeviceWorker:
                 await self.task
         await self.portmap.stop()
         watches = [rt.watch for rt in self.peers.values() if rt.watch is not None]
+        watches += [rt.ping_task for rt in self.peers.values() if rt.ping_task is not None]
         for task in watches:
             task.cancel()
         await asyncio.gather(*watches, return_exceptions=True)
@@ -254,6 +261,11 @@ class DeviceWorker:
         deadlines += [rt.next_fetch for rt in self.peers.values() if rt.next_fetch is not None]
         deadlines += [rt.next_publish for rt in self.peers.values() if rt.next_publish is not None]
         deadlines += [rt.next_ping for rt in self.peers.values() if rt.next_ping is not None]
+        deadlines += [
+            rt.next_collision_check
+            for rt in self.peers.values()
+            if rt.next_collision_check is not None
+        ]
         if self._rediscover_requested:
             deadlines.append(0.0)
         return min(deadlines)
@@ -286,17 +298,25 @@ class DeviceWorker:
         ]
         if retry and self.info is not None and self.discovery.ok:
             await self._publish_all(self.info, retry)
+        collided = [
+            rt
+            for rt in self.peers.values()
+            if rt.next_collision_check is not None and rt.next_collision_check <= now
+        ]
+        if collided:
+            await self._recreate_silent(collided)
         if due:
             await self._serve_peers(due)
         if self.loop.time() >= self.next_poll:
             await self._poll()
-        pings = [
-            rt
-            for rt in self.peers.values()
-            if rt.next_ping is not None and rt.next_ping <= self.loop.time()
-        ]
-        if pings:
-            await asyncio.gather(*(self._ping(rt) for rt in pings))
+        for rt in self.peers.values():
+            if rt.next_ping is not None and rt.next_ping <= self.loop.time():
+                # in a task of its own: an unanswered ping (no tunnel yet) takes its whole
+                # timeout, and fetches, applies and polls must not wait for it
+                rt.next_ping = None
+                rt.ping_task = asyncio.create_task(
+                    self._ping_checked(rt), name=f"ping-{self.cfg.name}-{rt.cfg.label}"
+                )
 
     # ---- full cycle --------------------------------------------------------------------
 
@@ -550,8 +570,10 @@ class DeviceWorker:
             cfg.label,
         )
         rt = self.peers.pop(cfg.public_key, None)
-        if rt is not None and rt.watch is not None:
-            rt.watch.cancel()
+        if rt is not None:
+            for task in (rt.watch, rt.ping_task):
+                if task is not None:
+                    task.cancel()
         status = self.status.peers.get(b64(cfg.public_key))
         fields: dict[str, Any] = {
             "state": PeerState.NOT_ON_DEVICE,
@@ -614,8 +636,9 @@ class DeviceWorker:
                 self.cfg.name,
                 rt.cfg.label,
             )
-            if rt.watch is not None:
-                rt.watch.cancel()
+            for task in (rt.watch, rt.ping_task):
+                if task is not None:
+                    task.cancel()
         self.engine.model.remove_peer(self.status, b64(key))
 
     def _ensure_watch(self, rt: PeerRuntime) -> None:
@@ -636,11 +659,13 @@ class DeviceWorker:
         """Re-fetch the peer as soon as it publishes; re-establish the watch with backoff."""
         backoff = Backoff(1.0, 60.0)
         while True:
+            live = False  # the first wake of each watch only says it is live
             try:
                 async for _ in cast(WatchableStore, rt.store).watch(key):
                     backoff.reset()
                     log.debug("peer republished iface=%s peer=%s", self.cfg.name, rt.cfg.label)
-                    rt.next_fetch = self.loop.time()
+                    rt.watch_news, live = live, True
+                    rt.next_fetch = rt.watch_woke_at = self.loop.time()
                     self._wake.set()
             except StoreError as exc:
                 log.debug(
@@ -806,7 +831,11 @@ class DeviceWorker:
         results: dict[bytes, CycleResult] = {}
         if self.info is not None:
             runtimes = [self.peers[k] for k in keys if k in self.peers]
+            began = self.loop.time()
             outcomes = await asyncio.gather(*(self._fetch_and_apply(rt) for rt in runtimes))
+            for rt in runtimes:
+                if rt.watch_woke_at >= began:  # woken while reading: the read may predate it
+                    rt.next_fetch = self.loop.time()
             results = {rt.cfg.public_key: res for rt, res in zip(runtimes, outcomes, strict=True)}
         for key, waiter in waiters:
             if not waiter.done():
@@ -844,6 +873,7 @@ class DeviceWorker:
         assert self.info is not None
         info = self.info
         key = crypto.fetch_key(info.public_key, rt.cfg.public_key)
+        news, rt.watch_news = rt.watch_news, False
         try:
             candidates = await self.engine.store_call(rt.store, _candidates(rt.store, key))
         except StoreError as exc:
@@ -860,7 +890,9 @@ class DeviceWorker:
         if not candidates:
             if rt.status.state != PeerState.CONNECTED:  # a working tunnel needs no record
                 rt.status.update(state=PeerState.WAITING, last_error="")
-            rt.next_fetch = self.loop.time() + rt.fetch_backoff.next()
+            # the watch saw a value the read did not (the store was still spreading it)
+            delay = WATCH_RECHECK if news else rt.fetch_backoff.next()
+            rt.next_fetch = self.loop.time() + delay
             log.debug(
                 "no record yet iface=%s peer=%s retry_in=%.1fs",
                 self.cfg.name,
@@ -982,6 +1014,8 @@ class DeviceWorker:
             # never connected and no endpoint yet: WireGuard may already have tried (and now
             # holds its next try back for 5 s); a re-created peer handshakes at once
             await self.backend.reset_peer(self.cfg.name, current, endpoint, keepalive)
+            if self.info.public_key < rt.cfg.public_key:  # the peer's side does not check
+                rt.next_collision_check = self.loop.time() + COLLISION_CHECK
         else:
             await self.backend.set_endpoint(
                 self.cfg.name, rt.cfg.public_key, endpoint, keepalive=keepalive
@@ -1002,6 +1036,40 @@ class DeviceWorker:
             "endpoint applied iface=%s peer=%s endpoint=%s", self.cfg.name, rt.cfg.label, endpoint
         )
         self._after_apply(rt)
+
+    async def _recreate_silent(self, runtimes: list[PeerRuntime]) -> None:
+        """Re-create peers that still have no handshake a moment after their first endpoint.
+
+        Both sides sending their first handshake initiation at the same moment (two daemons
+        that got each other's record together) makes each answer the other's and refuse the
+        answer to its own; WireGuard tries again only 5 s later. A fresh initiation from one
+        side (the lower key's, so the two never collide again) completes at once.
+        """
+        for rt in runtimes:
+            rt.next_collision_check = None
+        info = await self._read_device()
+        if info is None:
+            return
+        for rt in runtimes:
+            current = info.peers.get(rt.cfg.public_key)
+            if current is None or current.latest_handshake or not current.endpoint:
+                continue
+            keepalive = current.persistent_keepalive or KICK_KEEPALIVE
+            try:
+                await self.backend.reset_peer(self.cfg.name, current, current.endpoint, keepalive)
+            except WireGuardError as exc:
+                log.warning(
+                    "re-creating peer failed iface=%s peer=%s error=%s",
+                    self.cfg.name,
+                    rt.cfg.label,
+                    exc,
+                )
+                continue
+            log.info(
+                "silent peer re-created for a fresh initiation iface=%s peer=%s",
+                self.cfg.name,
+                rt.cfg.label,
+            )
 
     def _after_apply(self, rt: PeerRuntime) -> None:
         """Keep re-fetching a peer with backoff until its handshake shows the tunnel is up."""
@@ -1049,6 +1117,9 @@ class DeviceWorker:
                         self.cfg.name,
                         rt.cfg.label,
                         rt.status.last_error,
+                    )
+                    self.portmap.path_broken(
+                        f"peer {rt.cfg.label}: no handshake", rt.status.endpoint
                     )
         busy = any(rt.traffic.busy for rt in self.peers.values())
         fast = awaiting or self._peers_expected(info)
@@ -1098,7 +1169,7 @@ class DeviceWorker:
         rt.applied_at = now
         rt.fetch_backoff.reset()
         rt.next_fetch = now
-        self.portmap.path_broken(f"peer {rt.cfg.label}: {reason}")
+        self.portmap.path_broken(f"peer {rt.cfg.label}: {reason}", rt.status.endpoint)
         self.request_rediscover()
 
     def _schedule_ping(self, rt: PeerRuntime, *, soon: bool = False) -> None:
@@ -1106,8 +1177,17 @@ class DeviceWorker:
         if rt.cfg.ping.enabled and rt.cfg.ping.target:
             interval = rt.cfg.ping.interval or settings.interval  # per peer first
             rt.next_ping = self.loop.time() + (0.0 if soon else interval)
+            self._wake.set()  # the loop's next deadline may now be this one
         else:
             rt.next_ping = None
+
+    async def _ping_checked(self, rt: PeerRuntime) -> None:
+        """A ping check in its task: a bug in one is said and the monitor goes on."""
+        try:
+            await self._ping(rt)
+        except Exception:
+            log.exception("ping check failed iface=%s peer=%s", self.cfg.name, rt.cfg.label)
+            self._schedule_ping(rt)
 
     async def _ping(self, rt: PeerRuntime) -> None:
         """stunmesh-go's ping monitor: fixed_retries failed pings in a row = broken path."""

@@ -5,9 +5,9 @@ for every incoming message, right before dispatch) stores the message in a Conte
 method's task is created in that same context, so ``current_message`` is the right message
 inside the method, across awaits, whatever other calls interleave (dbus-fast-notes.md §3).
 
-``METHOD_POLICY`` is the one table saying which polkit action guards each exported method, or
-that it is public; a method missing from it is refused (fail closed), and a test checks that
-every exported method is listed.
+Which polkit action guards a method, and whether it spends the Refresh budget, is declared
+on the method itself (``members.bus_method``), which hands its ``Rule`` to ``authorize``; the
+actions GetPermissions reports are the ones those declarations name.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncio
 import enum
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -24,15 +24,8 @@ from dbus_fast import DBusError, Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from stunmeshd.bus.names import (
-    ACTION_CONFIGURE,
-    ACTION_REFRESH,
-    ACTION_RELOAD,
-    ACTIONS,
     DBUS_NAME,
     DBUS_PATH,
-    DEVICE_IFACE,
-    MANAGER_IFACE,
-    PEER_IFACE,
     POLKIT_IFACE,
     POLKIT_NAME,
     POLKIT_PATH,
@@ -56,7 +49,8 @@ ROOT_UID = 0
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """How one exported method is guarded: a polkit action (None = public), a rate limit."""
+    """How one exported method is guarded: a polkit action (None = public), whether it
+    spends the caller's Refresh budget."""
 
     action: str | None
     rate_limited: bool = False
@@ -76,19 +70,6 @@ class Caller:
     def budget_key(self) -> str:
         """Whose rate-limit budget a call spends: a user's, or one root process's."""
         return f"pid:{self.pid}" if self.uid == ROOT_UID else f"uid:{self.uid}"
-
-
-METHOD_POLICY: Mapping[tuple[str, str], Rule] = {
-    (MANAGER_IFACE, "GetDevices"): PUBLIC,
-    (MANAGER_IFACE, "GetDeviceByInterface"): PUBLIC,
-    (MANAGER_IFACE, "GetPermissions"): PUBLIC,
-    (MANAGER_IFACE, "Refresh"): Rule(ACTION_REFRESH, rate_limited=True),
-    (MANAGER_IFACE, "Reload"): Rule(ACTION_RELOAD),
-    (MANAGER_IFACE, "SetLogLevel"): Rule(ACTION_CONFIGURE),
-    (DEVICE_IFACE, "GetPeerByPublicKey"): PUBLIC,
-    (DEVICE_IFACE, "Refresh"): Rule(ACTION_REFRESH, rate_limited=True),
-    (PEER_IFACE, "Refresh"): Rule(ACTION_REFRESH, rate_limited=True),
-}
 
 
 class Decision(enum.StrEnum):
@@ -115,10 +96,12 @@ class Authorizer:
         self,
         bus: MessageBus,
         *,
+        actions: Sequence[str],
         limiter: RateLimiter | None = None,
         on_changed: Callable[[], None] | None = None,
     ) -> None:
         self.bus = bus
+        self.actions = tuple(actions)  # what GetPermissions reports on
         self.limiter = limiter or RateLimiter(REFRESH_RATE, REFRESH_BURST)
         self.on_changed = on_changed
         self._callers: OrderedDict[str, Caller] = OrderedDict()
@@ -148,16 +131,13 @@ class Authorizer:
 
     # ---- the checks --------------------------------------------------------------------
 
-    async def authorize(self, interface: str, member: str, /, **details: str) -> None:
-        """Raise the D-Bus error the caller of ``interface.member`` deserves, or return."""
+    async def authorize(self, rule: Rule, member: str, details: Mapping[str, str]) -> None:
+        """Raise the D-Bus error the caller of ``member`` (guarded by ``rule``) deserves, or
+        return; ``details`` go to polkit (rules may look at them)."""
         msg = current_message.get()
-        rule = METHOD_POLICY.get((interface, member))
         if msg is None or msg.sender is None:
-            log.error("no caller recorded for %s.%s: denied", interface, member)
+            log.error("no caller recorded for %s: denied", member)
             raise DBusError(Error.ACCESS_DENIED, "caller unknown")
-        if rule is None:
-            log.error("method %s.%s has no polkit rule: denied", interface, member)
-            raise DBusError(Error.ACCESS_DENIED, f"{member} is not allowed")
         sender = msg.sender
         if rule.action is not None:
             await self._require(sender, member, rule.action, details, interactive(msg))
@@ -198,12 +178,12 @@ class Authorizer:
         """Action id -> yes/auth/no for the current caller, never prompting."""
         msg = current_message.get()
         if msg is None or msg.sender is None:
-            return {action: Decision.NO.value for action in ACTIONS}
+            return {action: Decision.NO.value for action in self.actions}
         sender = msg.sender
         decisions = await asyncio.gather(
-            *(self.check(sender, action, {}, interactive=False) for action in ACTIONS)
+            *(self.check(sender, action, {}, interactive=False) for action in self.actions)
         )
-        return {a: d.value for a, d in zip(ACTIONS, decisions, strict=True)}
+        return {a: d.value for a, d in zip(self.actions, decisions, strict=True)}
 
     async def check(
         self, sender: str, action: str, details: Mapping[str, str], *, interactive: bool

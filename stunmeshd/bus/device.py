@@ -8,23 +8,19 @@ hook into (``EndpointChanged``, ``RefreshCompleted``).
 
 import base64
 import binascii
-from collections.abc import Mapping
-from typing import ClassVar
 
 from dbus_fast import DBusError
-from dbus_fast.service import dbus_method, dbus_signal
 
 from stunmeshd.bus.bounded import caller_text
 from stunmeshd.bus.context import BusContext
-from stunmeshd.bus.errors import invalid_args, translated
+from stunmeshd.bus.errors import invalid_args
+from stunmeshd.bus.members import bus_method, bus_signal
 from stunmeshd.bus.names import DEVICE_IFACE, Error, device_path, peer_path
-from stunmeshd.bus.options import REFRESH_OPTIONS, parse_options
 from stunmeshd.bus.properties import Prop, PropertyTable, TableInterface, number, text, texts
-from stunmeshd.bus.refresh import run_refresh
+from stunmeshd.bus.refresh import Refreshable, RefreshTarget
 from stunmeshd.bus.types import (
     DBusObjectPath,
     DBusStr,
-    Options,
     Strings,
     SuccessAndError,
 )
@@ -80,87 +76,72 @@ DEVICE_PROPERTIES = PropertyTable(
 )
 
 
-class DeviceInterface(TableInterface):
+class DeviceInterface(Refreshable, TableInterface):
     """Adapts one ``DeviceStatus``."""
 
+    interface = DEVICE_IFACE
     table = DEVICE_PROPERTIES
-    arg_names: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "GetPeerByPublicKey": ("peer",),
-        "PeerAdded": ("peer",),
-        "PeerRemoved": ("peer",),
-        "RefreshCompleted": ("success", "error"),
-        "EndpointChanged": ("endpoints",),
-    }
 
     def __init__(self, ctx: BusContext, status: DeviceStatus) -> None:
-        super().__init__(DEVICE_IFACE, ctx, status, device_path(status.id))
+        super().__init__(ctx, status, device_path(status.id))
         self.status = status
 
-    # ---- signals (sent through ``emit_*``; the decorated stubs document them) ----------
+    def polkit_details(self) -> dict[str, str]:
+        return {"interface": self.status.interface}
+
+    # ---- signals (sent through ``emit_*``; the declarations give name and signature) -----
 
     def emit_peer_added(self, path: str) -> None:
         self.defer_changed("Peers")
-        self.signal(DEVICE_IFACE, "PeerAdded", "o", [path])
+        self.send("PeerAdded", path)
 
     def emit_peer_removed(self, path: str) -> None:
         self.defer_changed("Peers")
-        self.signal(DEVICE_IFACE, "PeerRemoved", "o", [path])
+        self.send("PeerRemoved", path)
 
     def emit_refresh_completed(self, success: bool, error: str) -> None:
-        self.signal(DEVICE_IFACE, "RefreshCompleted", "bs", [bool(success), text(error)])
+        self.send("RefreshCompleted", bool(success), text(error))
 
     def emit_endpoint_changed(self, endpoints: object) -> None:
-        self.signal(DEVICE_IFACE, "EndpointChanged", "as", [texts(endpoints)])
+        self.send("EndpointChanged", texts(endpoints))
 
-    @dbus_signal(name="PeerAdded")
+    @bus_signal("PeerAdded", args=("peer",))
     def peer_added(self) -> DBusObjectPath:
-        raise NotImplementedError  # documentation only: see emit_peer_added
+        raise NotImplementedError  # declaration only: see emit_peer_added
 
-    @dbus_signal(name="PeerRemoved")
+    @bus_signal("PeerRemoved", args=("peer",))
     def peer_removed(self) -> DBusObjectPath:
         raise NotImplementedError
 
-    @dbus_signal(name="RefreshCompleted")
+    @bus_signal("RefreshCompleted", args=("success", "error"))
     def refresh_completed(self) -> SuccessAndError:
         raise NotImplementedError
 
-    @dbus_signal(name="EndpointChanged")
+    @bus_signal("EndpointChanged", args=("endpoints",))
     def endpoint_changed(self) -> Strings:
         raise NotImplementedError
 
-    # ---- methods -----------------------------------------------------------------------
+    # ---- methods (Refresh: bus/refresh.py) ---------------------------------------------
 
-    @dbus_method(name="Refresh")
-    async def refresh(self, options: Options) -> None:
-        """Run a full cycle on this interface (polkit ``refresh``; option ``wait`` b)."""
-        with translated("Refresh"):
-            ifname = self.status.interface
-            await self.ctx.auth.authorize(DEVICE_IFACE, "Refresh", interface=ifname)
-            opts = parse_options(options, REFRESH_OPTIONS)
-            if self.ctx.engine.workers.get(ifname) is None:
-                raise DBusError(Error.NO_SUCH_DEVICE, f"{ifname} is no longer managed")
-            await run_refresh(
-                self.ctx,
-                self.ctx.engine.refresh(ifname),
-                wait=bool(opts.get("wait", False)),
-                what=ifname,
-                names=[ifname],
-            )
+    def refresh_target(self) -> RefreshTarget:
+        ifname = self.status.interface
+        if self.ctx.engine.workers.get(ifname) is None:
+            raise DBusError(Error.NO_SUCH_DEVICE, f"{ifname} is no longer managed")
+        return RefreshTarget(self.ctx.engine.refresh(ifname), ifname, [ifname])
 
-    @dbus_method(name="GetPeerByPublicKey")
+    @bus_method("GetPeerByPublicKey", public=True, out=("peer",))
     def get_peer_by_public_key(self, key: DBusStr) -> DBusObjectPath:
         """The Peer object of ``key`` (base64, as ``wg`` prints it) on this interface."""
-        with translated("GetPeerByPublicKey"):
-            try:
-                raw = base64.b64decode(key, validate=True)
-            except (binascii.Error, ValueError):
-                raw = b""
-            if len(raw) != 32:
-                raise invalid_args("not a WireGuard public key (base64 of 32 bytes)")
-            peer = self.status.peers.get(base64.b64encode(raw).decode())
-            if peer is None:
-                raise DBusError(
-                    Error.NO_SUCH_PEER,
-                    f"no managed peer {caller_text(key)} on {self.status.interface}",
-                )
-            return peer_path(peer.id)
+        try:
+            raw = base64.b64decode(key, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise invalid_args("not a WireGuard public key (base64 of 32 bytes)")
+        peer = self.status.peers.get(base64.b64encode(raw).decode())
+        if peer is None:
+            raise DBusError(
+                Error.NO_SUCH_PEER,
+                f"no managed peer {caller_text(key)} on {self.status.interface}",
+            )
+        return peer_path(peer.id)

@@ -7,25 +7,30 @@ Lookups, whole-daemon actions (Refresh, Reload, SetLogLevel) and what the caller
 # No `from __future__ import annotations` (see peer.py).
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from dbus_fast import DBusError
-from dbus_fast.service import dbus_method, dbus_signal
 
 from stunmeshd import __version__, logs
 from stunmeshd.bus.bounded import caller_text
 from stunmeshd.bus.context import BusContext
-from stunmeshd.bus.errors import failed, invalid_args, translated
-from stunmeshd.bus.names import MANAGER_IFACE, ROOT, Error, device_path
-from stunmeshd.bus.options import NO_OPTIONS, REFRESH_OPTIONS, parse_options
+from stunmeshd.bus.errors import failed, invalid_args
+from stunmeshd.bus.members import CheckedOptions, bus_method, bus_signal
+from stunmeshd.bus.names import (
+    ACTION_CONFIGURE,
+    ACTION_RELOAD,
+    MANAGER_IFACE,
+    ROOT,
+    Error,
+    device_path,
+)
+from stunmeshd.bus.options import NO_OPTIONS
 from stunmeshd.bus.properties import Prop, PropertyTable, TableInterface, number, texts
-from stunmeshd.bus.refresh import run_refresh
+from stunmeshd.bus.refresh import Refreshable, RefreshTarget
 from stunmeshd.bus.types import (
     DBusObjectPath,
     DBusStr,
     ObjectPaths,
-    Options,
     StringMap,
 )
 from stunmeshd.errors import ConfigError
@@ -60,20 +65,14 @@ MANAGER_PROPERTIES = PropertyTable(
 )
 
 
-class ManagerInterface(TableInterface):
+class ManagerInterface(Refreshable, TableInterface):
     """Adapts the engine and its model as a whole."""
 
+    interface = MANAGER_IFACE
     table = MANAGER_PROPERTIES
-    arg_names: ClassVar[Mapping[str, tuple[str, ...]]] = {
-        "GetDevices": ("devices",),
-        "GetDeviceByInterface": ("device",),
-        "GetPermissions": ("permissions",),
-        "DeviceAdded": ("device",),
-        "DeviceRemoved": ("device",),
-    }
 
     def __init__(self, ctx: BusContext) -> None:
-        super().__init__(MANAGER_IFACE, ctx, ctx, ROOT)
+        super().__init__(ctx, ctx, ROOT)
         self._config_seen: tuple[Any, ...] = self._config_key()
 
     # ---- changes -----------------------------------------------------------------------
@@ -91,36 +90,36 @@ class ManagerInterface(TableInterface):
 
     def emit_device_added(self, path: str) -> None:
         self.defer_changed("Devices")
-        self.signal(MANAGER_IFACE, "DeviceAdded", "o", [path])
+        self.send("DeviceAdded", path)
 
     def emit_device_removed(self, path: str) -> None:
         self.defer_changed("Devices")
-        self.signal(MANAGER_IFACE, "DeviceRemoved", "o", [path])
+        self.send("DeviceRemoved", path)
 
     def emit_check_permissions(self) -> None:
-        self.signal(MANAGER_IFACE, "CheckPermissions", "", [])
+        self.send("CheckPermissions")
 
-    # ---- signals (sent through ``emit_*``; the decorated stubs document them) ----------
+    # ---- signals (sent through ``emit_*``; the declarations give name and signature) -----
 
-    @dbus_signal(name="DeviceAdded")
+    @bus_signal("DeviceAdded", args=("device",))
     def device_added(self) -> DBusObjectPath:
-        raise NotImplementedError  # documentation only: see emit_device_added
+        raise NotImplementedError  # declaration only: see emit_device_added
 
-    @dbus_signal(name="DeviceRemoved")
+    @bus_signal("DeviceRemoved", args=("device",))
     def device_removed(self) -> DBusObjectPath:
         raise NotImplementedError
 
-    @dbus_signal(name="CheckPermissions")
+    @bus_signal("CheckPermissions")
     def check_permissions(self) -> None:
         raise NotImplementedError
 
     # ---- lookups -----------------------------------------------------------------------
 
-    @dbus_method(name="GetDevices")
+    @bus_method("GetDevices", public=True, out=("devices",))
     def get_devices(self) -> ObjectPaths:
         return device_paths(self.ctx)
 
-    @dbus_method(name="GetDeviceByInterface")
+    @bus_method("GetDeviceByInterface", public=True, out=("device",))
     def get_device_by_interface(self, ifname: DBusStr) -> DBusObjectPath:
         device = self.ctx.model.devices.get(ifname)
         if device is None:
@@ -129,63 +128,46 @@ class ManagerInterface(TableInterface):
             )
         return device_path(device.id)
 
-    @dbus_method(name="GetPermissions")
+    @bus_method("GetPermissions", public=True, out=("permissions",))
     async def get_permissions(self) -> StringMap:
         """Action id -> ``yes`` / ``auth`` / ``no`` for the caller; never prompts."""
-        with translated("GetPermissions"):
-            return await self.ctx.auth.permissions()
+        return await self.ctx.auth.permissions()
 
-    # ---- actions -----------------------------------------------------------------------
+    # ---- actions (Refresh: bus/refresh.py) ---------------------------------------------
 
-    @dbus_method(name="Refresh")
-    async def refresh(self, options: Options) -> None:
-        """Run a full cycle on every interface (polkit ``refresh``; option ``wait`` b)."""
-        with translated("Refresh"):
-            await self.ctx.auth.authorize(MANAGER_IFACE, "Refresh")
-            opts = parse_options(options, REFRESH_OPTIONS)
-            self._require_running()
-            names = list(self.ctx.engine.workers)
-            await run_refresh(
-                self.ctx,
-                self.ctx.engine.refresh(),
-                wait=bool(opts.get("wait", False)),
-                what="all interfaces",
-                names=names,
-            )
+    def refresh_target(self) -> RefreshTarget:
+        self._require_running()
+        names = list(self.ctx.engine.workers)
+        return RefreshTarget(self.ctx.engine.refresh(), "all interfaces", names)
 
-    @dbus_method(name="Reload")
-    async def reload(self, options: Options) -> None:
+    @bus_method("Reload", action=ACTION_RELOAD, options=NO_OPTIONS)
+    async def reload(self, options: CheckedOptions) -> None:
         """Re-read the configuration and apply the difference (polkit ``reload``)."""
-        with translated("Reload"):
-            await self.ctx.auth.authorize(MANAGER_IFACE, "Reload")
-            parse_options(options, NO_OPTIONS)
-            self._require_running()
-            reload = getattr(self.ctx.engine, "reload", None)
-            if reload is None:
-                raise failed("reload not supported")
-            try:
-                async with asyncio.timeout(RELOAD_BOUND):
-                    await asyncio.shield(self.ctx.spawn(reload(), name="reload"))
-            except ConfigError as exc:
-                raise failed(f"configuration refused, the running one stays: {exc}") from None
-            except TimeoutError:
-                raise DBusError(
-                    Error.TIMEOUT, f"reload did not end within {RELOAD_BOUND:.0f} s"
-                ) from None
-            self.check_config()
+        self._require_running()
+        reload = getattr(self.ctx.engine, "reload", None)
+        if reload is None:
+            raise failed("reload not supported")
+        try:
+            async with asyncio.timeout(RELOAD_BOUND):
+                await asyncio.shield(self.ctx.spawn(reload(), name="reload"))
+        except ConfigError as exc:
+            raise failed(f"configuration refused, the running one stays: {exc}") from None
+        except TimeoutError:
+            raise DBusError(
+                Error.TIMEOUT, f"reload did not end within {RELOAD_BOUND:.0f} s"
+            ) from None
+        self.check_config()
 
-    @dbus_method(name="SetLogLevel")
+    @bus_method("SetLogLevel", action=ACTION_CONFIGURE)
     async def set_log_level(self, level: DBusStr) -> None:
         """debug, info, warning (or warn), error (polkit ``configure``)."""
-        with translated("SetLogLevel"):
-            await self.ctx.auth.authorize(MANAGER_IFACE, "SetLogLevel")
-            if level.lower() not in logs.LEVELS:
-                raise invalid_args(
-                    f"unknown log level {caller_text(level)}; "
-                    f"use one of {', '.join(sorted(logs.LEVELS))}"
-                )
-            logs.set_level(level)
-            self.emit_changed(names=["LogLevel"])
+        if level.lower() not in logs.LEVELS:
+            raise invalid_args(
+                f"unknown log level {caller_text(level)}; "
+                f"use one of {', '.join(sorted(logs.LEVELS))}"
+            )
+        logs.set_level(level)
+        self.emit_changed(names=["LogLevel"])
 
     def _require_running(self) -> None:
         if self.ctx.model.state in (ManagerState.STOPPING, ManagerState.UNKNOWN):

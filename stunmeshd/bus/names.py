@@ -70,7 +70,6 @@ class Error:
 ACTION_REFRESH = f"{BUS_NAME}.refresh"
 ACTION_RELOAD = f"{BUS_NAME}.reload"
 ACTION_CONFIGURE = f"{BUS_NAME}.configure"
-ACTIONS = (ACTION_REFRESH, ACTION_RELOAD, ACTION_CONFIGURE)
 
 POLKIT_NAME = "org.freedesktop.PolicyKit1"
 POLKIT_PATH = "/org/freedesktop/PolicyKit1/Authority"

@@ -3,21 +3,17 @@
 Read-only state plus ``Refresh``; the store's options (tokens) never appear, only its name.
 """
 
-# No `from __future__ import annotations` in the interface modules: dbus-fast would read the
-# string "None" of `-> None` as a signature; evaluated annotations give it the real None.
+# No `from __future__ import annotations` in the interface modules: member declarations need
+# evaluated annotations (bus/members.py refuses strings, which dbus-fast may misread).
 
 from typing import Any
 
 from dbus_fast import DBusError
-from dbus_fast.service import dbus_method
 
 from stunmeshd.bus.context import BusContext
-from stunmeshd.bus.errors import translated
 from stunmeshd.bus.names import PEER_IFACE, Error, device_path, peer_path
-from stunmeshd.bus.options import REFRESH_OPTIONS, parse_options
 from stunmeshd.bus.properties import Prop, PropertyTable, TableInterface, number, text
-from stunmeshd.bus.refresh import run_refresh
-from stunmeshd.bus.types import Options
+from stunmeshd.bus.refresh import Refreshable, RefreshTarget
 from stunmeshd.model import PeerStatus
 
 PEER_PROPERTIES = PropertyTable(
@@ -47,32 +43,29 @@ PEER_PROPERTIES = PropertyTable(
 )
 
 
-class PeerInterface(TableInterface):
+class PeerInterface(Refreshable, TableInterface):
     """Adapts one ``PeerStatus``."""
 
+    interface = PEER_IFACE
     table = PEER_PROPERTIES
 
     def __init__(self, ctx: BusContext, status: PeerStatus) -> None:
-        super().__init__(PEER_IFACE, ctx, status, peer_path(status.id))
+        super().__init__(ctx, status, peer_path(status.id))
         self.status = status
 
-    # ---- methods -----------------------------------------------------------------------
+    def polkit_details(self) -> dict[str, str]:
+        return {"interface": self.status.interface}
 
-    @dbus_method(name="Refresh")
-    async def refresh(self, options: Options) -> None:
-        """Fetch and apply this peer's record now (polkit ``refresh``; option ``wait`` b)."""
-        with translated("Refresh"):
-            await self.ctx.auth.authorize(PEER_IFACE, "Refresh", interface=self.status.interface)
-            opts = parse_options(options, REFRESH_OPTIONS)
-            key = self.status.public_key
-            if self.ctx.model.find_peer(key) is not self.status:
-                raise DBusError(Error.NO_SUCH_PEER, "the peer is no longer managed")
-            await run_refresh(
-                self.ctx,
-                self._refresh_peer(key),
-                wait=bool(opts.get("wait", False)),
-                what=f"peer {self.status.name} on {self.status.interface}",
-            )
+    # ---- methods (Refresh: bus/refresh.py) ---------------------------------------------
+
+    def refresh_target(self) -> RefreshTarget:
+        """This peer's record, fetched and applied now."""
+        key = self.status.public_key
+        if self.ctx.model.find_peer(key) is not self.status:
+            raise DBusError(Error.NO_SUCH_PEER, "the peer is no longer managed")
+        return RefreshTarget(
+            self._refresh_peer(key), f"peer {self.status.name} on {self.status.interface}"
+        )
 
     async def _refresh_peer(self, key: str) -> list[Any]:
         return [await self.ctx.engine.refresh_peer(key)]

@@ -20,6 +20,7 @@ from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_property
 
 from stunmeshd.bus.connection import ValuesProvider
+from stunmeshd.bus.members import check_members, declared_methods, declared_signals
 from stunmeshd.bus.names import PROPERTIES_IFACE
 
 if TYPE_CHECKING:
@@ -89,12 +90,20 @@ class TableInterface(ValuesProvider, ServiceInterface):
     """An exported interface whose properties come from ``table`` over one model object.
 
     Each row of ``table`` is exported as a read-only property: adding a property is adding a
-    row (and its line in dbus/*.xml, which tests/bus/test_units.py compares with the code).
-    Signals are sent straight from ``path`` (see ``StunMeshBus.emit``).
+    row. Each method is one ``@bus_method`` and each signal one ``@bus_signal`` declaration
+    (bus/members.py), checked when the class is created. dbus/*.xml repeats the result, and
+    tests/bus/test_units.py compares it with the code. Signals are sent straight from
+    ``path`` (see ``StunMeshBus.emit``).
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        check_members(cls)
+        cls.arg_names = {
+            **{m: spec.out for m, spec in declared_methods(cls).items()},
+            **{m: spec.args for m, spec in declared_signals(cls).items()},
+        }
+        cls.signal_signatures = {m: s.signature for m, s in declared_signals(cls).items()}
         table = cls.__dict__.get("table")
         if table is None:
             return
@@ -104,21 +113,27 @@ class TableInterface(ValuesProvider, ServiceInterface):
                 raise TypeError(f"{cls.__name__}.{attr}: properties come from the table")
             setattr(cls, attr, _read_only(prop))
 
+    interface: ClassVar[str]  # the D-Bus interface name
     table: ClassVar[PropertyTable]
-    # names of method out-args and signal args by member: dbus-fast leaves them unnamed, and
-    # clients (gdbus, code generators) show what introspection says (dbus/*.xml has the same)
+    # names of method out-args and signal args by member, from the declarations: dbus-fast
+    # leaves them unnamed, and clients (gdbus, code generators) show what introspection says
     arg_names: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    signal_signatures: ClassVar[Mapping[str, str]] = {}
     annotations: ClassVar[Mapping[str, str]] = {
         "org.freedesktop.DBus.Property.EmitsChangedSignal": "true"
     }
 
-    def __init__(self, name: str, ctx: BusContext, obj: Any, path: str) -> None:
-        super().__init__(name)
+    def __init__(self, ctx: BusContext, obj: Any, path: str) -> None:
+        super().__init__(self.interface)
         self.ctx = ctx
         self.obj = obj
         self.path = path
         self._deferred: dict[str, None] = {}
         self.retired = False  # unexported: after InterfacesRemoved, no signal may follow
+
+    def polkit_details(self) -> dict[str, str]:
+        """What polkit (and its rules) learn about the object a guarded method acts on."""
+        return {}
 
     def dbus_values(self) -> dict[str, Variant]:
         return self.table.variants(self.obj)
@@ -165,6 +180,10 @@ class TableInterface(ValuesProvider, ServiceInterface):
         """The object leaves the bus: drop pending changes, send nothing from now on."""
         self.retired = True
         self._deferred.clear()
+
+    def send(self, member: str, *args: Any) -> None:
+        """Emit this interface's ``@bus_signal`` ``member`` with ``args``."""
+        self.signal(self.interface, member, self.signal_signatures[member], list(args))
 
     def signal(self, interface: str, member: str, signature: str, body: list[Any]) -> None:
         if not self.retired:

@@ -1,4 +1,5 @@
-"""Refresh, shared by Manager, Device and Peer: trigger, or wait boundedly for the outcome.
+"""Refresh, the one method Manager, Device and Peer share: trigger, or wait boundedly for the
+outcome. Each object says only what it refreshes (``refresh_target``).
 
 The engine coalesces concurrent requests, so many callers cost one cycle. With ``wait`` the
 call returns when the cycle ends, but never later than WAIT_BOUND, safely under the 25 s default
@@ -6,45 +7,63 @@ client timeout, so a slow store gives the caller ``Error.Timeout`` rather than `
 cycle itself goes on.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the Refresh declaration needs real annotations
+# (bus/members.py refuses strings).
 
 import asyncio
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dbus_fast import DBusError
 
 from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.errors import error_name_for
-from stunmeshd.bus.names import Error
+from stunmeshd.bus.members import CheckedOptions, bus_method
+from stunmeshd.bus.names import ACTION_REFRESH, Error
+from stunmeshd.bus.options import REFRESH_OPTIONS
 from stunmeshd.engine import CycleResult
 
 WAIT_BOUND = 20.0  # s
 
 
-async def run_refresh(
-    ctx: BusContext,
-    cycle: Coroutine[Any, Any, list[CycleResult]],
-    *,
-    wait: bool,
-    what: str,
-    names: Sequence[str] = (),
-) -> None:
-    """Start ``cycle``; with ``wait``, raise the named error of its first failure."""
-    task = ctx.spawn(cycle, name=f"refresh {what}")
-    if not wait:
-        await asyncio.sleep(0)  # let the request reach the engine before we answer
-        return
-    try:
-        async with asyncio.timeout(WAIT_BOUND):
-            results = await asyncio.shield(task)
-    except TimeoutError:
-        raise DBusError(
-            Error.TIMEOUT,
-            f"refresh of {what} did not end within {WAIT_BOUND:.0f} s "
-            "(it goes on in the background)",
-        ) from None
-    raise_for_results(results, names)
+@dataclass(frozen=True, slots=True)
+class RefreshTarget:
+    """What one Refresh runs, and how its errors name it."""
+
+    cycle: Coroutine[Any, Any, list[CycleResult]]
+    what: str  # "all interfaces", "wg0", "peer office on wg0"
+    names: Sequence[str] = ()  # one per cycle result, to label failures
+
+
+class Refreshable:
+    """Mixin for an exported object with ``Refresh``: the declaration and body live here."""
+
+    ctx: BusContext
+
+    def refresh_target(self) -> RefreshTarget:
+        """What to refresh now; raise the named D-Bus error when the object is gone."""
+        raise NotImplementedError
+
+    @bus_method("Refresh", action=ACTION_REFRESH, budget=True, options=REFRESH_OPTIONS)
+    async def refresh(self, options: CheckedOptions) -> None:
+        """Run this object's cycle now (polkit ``refresh``, the Refresh budget; ``wait`` b);
+        with ``wait``, raise the named error of its first failure."""
+        target = self.refresh_target()
+        task = self.ctx.spawn(target.cycle, name=f"refresh {target.what}")
+        if not options.get("wait", False):
+            await asyncio.sleep(0)  # let the request reach the engine before we answer
+            return
+        try:
+            async with asyncio.timeout(WAIT_BOUND):
+                results = await asyncio.shield(task)
+        except TimeoutError:
+            raise DBusError(
+                Error.TIMEOUT,
+                f"refresh of {target.what} did not end within {WAIT_BOUND:.0f} s "
+                "(it goes on in the background)",
+            ) from None
+        raise_for_results(results, target.names)
 
 
 def raise_for_results(results: Sequence[CycleResult], names: Sequence[str] = ()) -> None:

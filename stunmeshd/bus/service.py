@@ -32,6 +32,7 @@ from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.device import DeviceInterface
 from stunmeshd.bus.errors import invalid_args
 from stunmeshd.bus.manager import ManagerInterface
+from stunmeshd.bus.members import guarded_actions, method_policy
 from stunmeshd.bus.names import (
     BUS_NAME,
     INTROSPECTABLE_IFACE,
@@ -60,6 +61,10 @@ from stunmeshd.model import (
 
 log = logging.getLogger(__name__)
 
+INTERFACES = (ManagerInterface, DeviceInterface, PeerInterface)
+# (interface, member) -> Rule, read from the @bus_method declarations (for tests and docs)
+METHOD_POLICY = method_policy(INTERFACES)
+
 
 class BusService:
     """The exported tree for one engine on one bus connection."""
@@ -68,7 +73,9 @@ class BusService:
         self.bus = bus
         self.engine = engine
         self.name = name
-        self.auth = Authorizer(bus, on_changed=self._polkit_changed)
+        self.auth = Authorizer(
+            bus, actions=guarded_actions(INTERFACES), on_changed=self._polkit_changed
+        )
         self.ctx = BusContext(bus=bus, engine=engine, auth=self.auth)
         self.manager = ManagerInterface(self.ctx)
         self.devices: dict[int, DeviceInterface] = {}  # by model id

@@ -29,6 +29,7 @@ import yaml
 
 from stunmeshd.lab.resource import Resource
 from stunmeshd.lab.topology import WAN_A_IP, WAN_A_IP6, Lab, NatMode, Site, WireGuard
+from stunmeshd.wireguard.uapi import UapiBackend
 
 REPO = Path(__file__).resolve().parents[2]
 DIRSTORE = REPO / "examples" / "plugins" / "dirstore.sh"
@@ -64,11 +65,19 @@ class Node:
         except FileNotFoundError:
             return ""
 
-    async def latest_handshake(self) -> int:
-        """Unix seconds of the newest handshake with any peer, 0 when none."""
-        out = await self.site.host.run("wg", "show", self.wg.ifname, "latest-handshakes")
-        stamps = [int(line.split()[1]) for line in out.splitlines() if line.strip()]
-        return max(stamps, default=0)
+    async def latest_handshake(self) -> float:
+        """Unix seconds of the newest handshake with any peer, 0 when none.
+
+        wireguard-go is asked over its UAPI socket, which costs no process: a waiter polling
+        every few milliseconds must not eat the CPU the daemons it times start up on.
+        """
+        if self.wg.kernel:
+            out = await self.site.host.run("wg", "show", self.wg.ifname, "latest-handshakes")
+            stamps = [float(line.split()[1]) for line in out.splitlines() if line.strip()]
+        else:
+            info = await UapiBackend(self.wg.uapi_dir).read_device(self.wg.ifname)
+            stamps = [peer.latest_handshake for peer in info.peers.values()]
+        return max(stamps, default=0.0)
 
     async def peer_endpoint(self) -> str:
         out = await self.site.host.run("wg", "show", self.wg.ifname, "endpoints")

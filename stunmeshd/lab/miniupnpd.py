@@ -34,6 +34,7 @@ PROTOCOLS = frozenset({"pcp", "natpmp", "upnp"})
 PCP_PORT = 5351
 SSDP_PORT = 1900
 TABLE = "miniupnpd"
+LIE_TABLE = "lying_router"  # see MappingRouter.lie
 VERSION_BYTE = {"natpmp": 0, "pcp": 2}  # the first byte of a request on udp/5351
 
 
@@ -161,6 +162,19 @@ class MappingRouter:
             "nft", "-f", "-", input=(reset + router_table(self.protocols)).encode()
         )
         await self.start()
+
+    async def lie(self) -> None:
+        """Make the router lie: it still grants mappings, but drops everything they forward
+        (a filter rule on what its DNAT rewrote, ahead of miniupnpd's own forward chain)."""
+        table = f"""
+table inet {LIE_TABLE} {{
+  chain forward {{
+    type filter hook forward priority filter - 2; policy accept;
+    iifname "pub" ct status dnat drop
+  }}
+}}
+"""
+        await self.site.router.run("nft", "-f", "-", input=table.encode())
 
     async def rules(self) -> str:
         """miniupnpd's current DNAT rules (one line per mapping)."""

@@ -34,7 +34,7 @@ from stunmeshd.netwatch import (
     attrs_of,
     rtnl_dump,
 )
-from stunmeshd.portmap import natpmp, pcp
+from stunmeshd.portmap import natpmp, pcp, ssdp
 from stunmeshd.portmap.machine import (
     ALL_PROTOCOLS,
     Map,
@@ -52,7 +52,6 @@ T = TypeVar("T")
 PROBE_TIMEOUT = 1.0  # s for the whole parallel probe
 REQUEST_TIMEOUT = 3.0  # s for one mapping request (with its retransmissions)
 FIRST_RETRANSMIT = 0.25  # s (RFC 6886 §3.1: 250 ms, doubling)
-SSDP_TARGET = ("239.255.255.250", 1900)
 IGD_SEARCH_TARGET = "urn:schemas-upnp-org:device:InternetGatewayDevice:1"
 DESCRIPTION = "stunmeshd WireGuard"
 
@@ -157,6 +156,14 @@ class Offer:
     offered: bool
     external_ip: str = ""
     refused: str = ""
+
+
+class _SsdpAnswers(asyncio.DatagramProtocol):
+    def __init__(self, on_answer: Callable[[bytes, str], None]) -> None:
+        self.on_answer = on_answer
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.on_answer(data, str(addr[0]))
 
 
 class _Answers(asyncio.DatagramProtocol):
@@ -283,31 +290,46 @@ class PortMapClient:
             return Offer(protocol, False)
 
     async def _find_igd(self) -> bool:
-        from async_upnp_client.search import SsdpSearchListener
+        """An SSDP search on the gateway's network (sent twice, against loss); True once a
+        local device answers with a local LOCATION (its description is read when mapping)."""
+        loop = asyncio.get_running_loop()
+        found: asyncio.Future[str] = loop.create_future()
 
-        found: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-        async def on_answer(headers: Any) -> None:
+        def on_answer(data: bytes, sender: str) -> None:
+            try:
+                headers: dict[str, str] = ssdp.parse_response(data)
+            except PortMapParseError as exc:
+                log.warning("SSDP answer refused: from %s, %s", sender, exc)
+                return
+            headers["_host"] = sender
             location = ssdp_location(self.gateway, headers)
             if location and not found.done():
                 found.set_result(location)
 
-        async def on_connect() -> None:
-            listener.async_search()
-
-        listener = SsdpSearchListener(
-            async_callback=on_answer,
-            source=(self.gateway.local_ip, 0),
-            target=SSDP_TARGET,
-            timeout=1,
-            search_target=IGD_SEARCH_TARGET,
-            async_connect_callback=on_connect,
-        )
-        await listener.async_start()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
+            sock.setblocking(False)
+            sock.setsockopt(
+                socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.gateway.local_ip)
+            )
+            sock.bind((self.gateway.local_ip, 0))
+        except OSError:
+            sock.close()
+            raise
+        transport, _proto = await loop.create_datagram_endpoint(
+            lambda: _SsdpAnswers(on_answer), sock=sock
+        )
+        try:
+            request = ssdp.search_request(IGD_SEARCH_TARGET)
+            transport.sendto(request, ssdp.MULTICAST)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_RETRANSMIT):
+                    location = await asyncio.shield(found)
+            if not found.done():
+                transport.sendto(request, ssdp.MULTICAST)
             location = await found
         finally:
-            listener.async_stop()
+            transport.close()
         if location != self._igd_location:
             self._igd, self._igd_location = None, location
         return True
@@ -506,10 +528,32 @@ class PortMapper:
         if self._check is None or self._check.done():
             self._check = asyncio.create_task(self._check_gateway(why))
 
-    def path_broken(self, why: str) -> None:
-        """Health says the mapped path does not carry traffic: forget it and map again."""
-        self._client = None
-        self.machine.network_changed(why, asyncio.get_running_loop().time())
+    def path_broken(self, why: str, *, carried: bool) -> float | None:
+        """Health says a path through the published mapping failed; the machine decides
+        whether to map again or to judge the router's mapping not forwarding. Returns the
+        delay after which a report that came too early would count."""
+        before = self.machine.mapping
+        now = asyncio.get_running_loop().time()
+        counts_from = self.machine.path_failed(why, now, carried=carried)
+        if self.machine.status.phase is Phase.DISTRUSTED and before is not None:
+            log.warning(
+                "port mapping not forwarding iface=%s protocol=%s external=%s "
+                "reason=%s (%s); deleted at the router, publishing STUN's endpoint",
+                self.ifname,
+                before.protocol.value,
+                before.endpoint,
+                self.machine.status.reason,
+                why,
+            )
+        self._kick()
+        return None if counts_from is None else max(0.0, counts_from - now)
+
+    def peer_moved(self, why: str) -> None:
+        """A peer published a new endpoint: a "not forwarding" verdict may have been its absence."""
+        was = self.machine.status.phase
+        self.machine.peer_moved(why)
+        if was is Phase.DISTRUSTED and self.machine.status.phase is not Phase.DISTRUSTED:
+            log.info("port mapping: asking the router again iface=%s (%s)", self.ifname, why)
         self._kick()
 
     async def _check_gateway(self, why: str) -> None:
@@ -523,7 +567,9 @@ class PortMapper:
             return
         self._client = PortMapClient(gateway) if gateway is not None else None
         self.machine.network_changed(
-            f"{why}; gateway {gateway.ip if gateway else 'none'}", asyncio.get_running_loop().time()
+            f"{why}; gateway {gateway.ip if gateway else 'none'}",
+            asyncio.get_running_loop().time(),
+            gateway_moved=gateway != current,
         )
         self._kick()
 

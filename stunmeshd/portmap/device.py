@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,8 @@ class DevicePortMap:
         self._nat = NatMapping.UNKNOWN
         self._retiring: set[asyncio.Future[None]] = set()
         self._expiry: tuple[object, float] = (None, 0.0)  # (mapping, its expiry in Unix s)
+        self._held: tuple[str, float] = ("", 0.0)  # (mapped endpoint, Unix s it was first held)
+        self._rejudge: asyncio.TimerHandle | None = None  # an early report, judged later
         self.mapper = self._new_mapper(cfg)
 
     def _new_mapper(self, cfg: InterfaceConfig) -> PortMapper:
@@ -87,10 +90,43 @@ class DevicePortMap:
     def network_changed(self, why: str) -> None:
         self.mapper.network_changed(why)
 
-    def path_broken(self, why: str) -> None:
-        """Only matters while the mapping is what we published (a router that lies)."""
-        if self._status().endpoint_source == SOURCE_MAPPING:
-            self.mapper.path_broken(why)
+    def path_broken(self, why: str, peer_endpoint: str) -> None:
+        """Health says the path to a peer at ``peer_endpoint`` broke or never formed.
+
+        It concerns the mapping only while the mapping is what we published and the peer is
+        reached over IPv4; the machine decides (re-map, or a router that lies). The evidence
+        that the mapping works: a peer on IPv4 has handshaken since we first held it. A
+        report that came too early is judged again when it would count, unless a handshake
+        came meanwhile.
+        """
+        if peer_endpoint and not peer_endpoint.startswith("["):
+            self._judge(why, time.time())
+
+    def peer_moved(self, peer: str, endpoint: str) -> None:
+        """A peer's record named an endpoint it had not named before (it came back, or its
+        network changed): evidence that a "not forwarding" verdict may have been its absence."""
+        self.mapper.peer_moved(f"peer {peer} published a new endpoint {endpoint}")
+
+    def _judge_again(self, why: str, reported: float) -> None:
+        self._rejudge = None
+        self._judge(why, reported)
+
+    def _judge(self, why: str, reported: float) -> None:
+        if self._status().endpoint_source != SOURCE_MAPPING or self._handshake_since(reported):
+            return
+        wait = self.mapper.path_broken(why, carried=self._handshake_since(self._held[1]))
+        if wait is not None and self._rejudge is None:
+            self._rejudge = asyncio.get_running_loop().call_later(
+                wait, self._judge_again, why, reported
+            )
+
+    def _handshake_since(self, unix: float) -> bool:
+        """A peer reached over IPv4 has handshaken at or after ``unix``."""
+        since_us = int(unix * 1e6)
+        return any(
+            p.latest_handshake >= since_us and p.endpoint and not p.endpoint.startswith("[")
+            for p in self._status().peers.values()
+        )
 
     async def choose(self, endpoints: dict[str, str], nat: NatMapping) -> dict[str, str]:
         """The endpoints to publish, by family (STUN's, with IPv4 maybe the mapping's).
@@ -104,6 +140,10 @@ class DevicePortMap:
         mapping = self.mapper.status.mapping
         chosen, source = choose_endpoints(endpoints, mapping.endpoint if mapping else None, nat)
         self._chosen = chosen.get("ipv4")
+        self._note_source(source)
+        return chosen
+
+    def _note_source(self, source: str) -> None:
         status = self._status()
         if status.endpoint_source != source:
             log.info(
@@ -111,10 +151,9 @@ class DevicePortMap:
                 source,
                 self._cfg.name,
                 self._chosen or "-",
-                nat,
+                self._nat,
             )
         status.update(endpoint_source=source)
-        return chosen
 
     async def hold_back(self, endpoint: str, peer: Any) -> bool:
         """Before WireGuard is first pointed at ``endpoint`` (IPv4, no handshake yet) while
@@ -138,27 +177,35 @@ class DevicePortMap:
 
     async def stop(self) -> None:
         """Delete the mapping (daemon stop, interface gone)."""
+        if self._rejudge is not None:
+            self._rejudge.cancel()
         await asyncio.gather(self.mapper.stop(), *self._retiring, return_exceptions=True)
 
     # --- mapper events ------------------------------------------------------------------
 
     def _changed(self, status: Status) -> None:
-        if status.phase not in (Phase.PROBING, Phase.MAPPING):
+        if status.phase in (Phase.PROBING, Phase.MAPPING):
+            self._settled.clear()  # mapping (again): a publish meanwhile waits for it
+        else:
             self._settled.set()
         self._publish_status()
         if self._stun_v4 is None and self._chosen is None:
             return  # nothing published yet: the first cycle will choose
         endpoints = {"ipv4": self._stun_v4} if self._stun_v4 else {}
         mapped = status.mapping.endpoint if status.mapping else None
-        would, _source = choose_endpoints(endpoints, mapped, self._nat)
+        would, source = choose_endpoints(endpoints, mapped, self._nat)
         if would.get("ipv4") != self._chosen:
-            self._republish()
+            self._republish()  # the next publish chooses again and says so
+        else:
+            self._note_source(source)  # the same endpoint, now (or no longer) a mapping's
 
     def _publish_status(self) -> None:
         st = self.mapper.status
         m = st.mapping
         if m is not None and self._expiry[0] is not m:  # fixed once per mapping: no jitter
             self._expiry = (m, self.mapper.expires_unix())
+        if m is not None and m.endpoint != self._held[0]:
+            self._held = (m.endpoint, time.time())
         self._status().update(**properties(st, self._expiry[1] if m else 0.0))
 
 

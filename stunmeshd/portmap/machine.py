@@ -30,6 +30,13 @@ MAP_ATTEMPTS = 3  # mapping requests to a router that answered the probe, before
 RETRY_START = 1.0  # s between those attempts (doubles)
 PROBE_BACKOFF_START = 30.0  # s before probing again when no router answered (doubles)
 PROBE_BACKOFF_CAP = 600.0
+# A router that lies: it grants the mapping, nothing arrives through it. Health's reports on a
+# mapping granted less than this long ago are not held against it (the peers have not yet
+# fetched the record and tried: twice the engine's 15 s handshake grace). A mapping no peer has
+# handshaken through that fails once is mapped again; failing again, it is judged not forwarding.
+NOT_FORWARDING_GRACE = 30.0
+DISTRUST_START = 600.0  # s without mapping after that verdict (doubles; a gateway change resets)
+DISTRUST_CAP = 3600.0
 
 
 class Phase(StrEnum):
@@ -40,6 +47,7 @@ class Phase(StrEnum):
     MAPPED = "mapped"
     RENEWING = "renewing"
     WAITING = "waiting"  # backing off before the next probe or attempt
+    DISTRUSTED = "not-forwarding"  # the router's mapping carried nothing: not mapping for a while
     STOPPED = "stopped"
 
 
@@ -125,6 +133,9 @@ class PortMapMachine:
         self._attempts = 0
         self._probe_backoff = PROBE_BACKOFF_START
         self._retry_map = False
+        self._suspect: str | None = None  # an endpoint that failed once, never carried traffic
+        self._granted_at = 0.0  # when the router last granted a mapping afresh (not a renewal)
+        self._distrust = DISTRUST_START
 
     # --- what the caller reads ----------------------------------------------------------
 
@@ -157,10 +168,61 @@ class PortMapMachine:
         else:
             self._probe("looking for a port-mapping router")
 
-    def network_changed(self, why: str, now: float) -> None:
-        """Gateway or external address changed, or health says the mapped path broke."""
+    def network_changed(self, why: str, now: float, *, gateway_moved: bool = True) -> None:
+        """Gateway or external address changed: map again. A gateway that moved also ends a
+        "not forwarding" verdict (a new router); anything else does not."""
         if self.phase in (Phase.DISABLED, Phase.STOPPED, Phase.IDLE):
             return
+        if gateway_moved:
+            self._suspect = None
+            self._distrust = DISTRUST_START
+        elif self.phase is Phase.DISTRUSTED:
+            return
+        self._remap(why)
+
+    def path_failed(self, why: str, now: float, *, carried: bool) -> float | None:
+        """Health says a path through the published mapping failed (a stall, pings, or no
+        handshake within the grace). ``carried``: a peer has handshaken since we first held
+        this mapped endpoint.
+
+        A mapping that carried traffic was probably forgotten by the router: map again at
+        once. For one that never did, reports within :data:`NOT_FORWARDING_GRACE` of the
+        router granting it are ignored (the time from which they count is returned, so the
+        caller can ask again then if nothing has arrived meanwhile); then it is mapped again
+        once (the router may have lost it); when the router grants the same endpoint again
+        and it still carries nothing, the router lies: the mapping is deleted at the router
+        and not asked for again for :data:`DISTRUST_START` (doubling to :data:`DISTRUST_CAP`).
+        """
+        m = self.mapping
+        if m is None or self.phase not in (Phase.MAPPED, Phase.RENEWING):
+            return None
+        if carried:
+            self._suspect = None
+            self._distrust = DISTRUST_START
+            self._remap(why)
+        elif now - self._granted_at < NOT_FORWARDING_GRACE:
+            return self._granted_at + NOT_FORWARDING_GRACE
+        elif self._suspect != m.endpoint:
+            self._suspect = m.endpoint
+            self._remap(why)
+        else:
+            self._not_forwarding(m, now)
+        return None
+
+    def peer_moved(self, why: str) -> None:
+        """A peer published an endpoint we had not seen: the other side of the test is new.
+
+        A "not forwarding" verdict cannot tell a lying router from a peer that was simply
+        away (switched off, asleep); a peer that comes back publishes its new endpoint, so
+        that ends the verdict, and a strike against the current mapping is forgotten. The
+        wait after a verdict keeps its doubling: a router that does lie is judged again
+        within a minute and waits longer each time.
+        """
+        self._suspect = None
+        if self.phase is Phase.DISTRUSTED:
+            self._remap(why)
+
+    def _remap(self, why: str) -> None:
         self.mapping = None
         self._probe_backoff = PROBE_BACKOFF_START
         self._probe(f"mapping again: {why}")
@@ -199,6 +261,10 @@ class PortMapMachine:
         self.mapping = Mapping(
             self.protocol, external_ip, external_port, self.internal_port, lifetime, now
         )
+        if self.phase is Phase.MAPPING:
+            self._granted_at = now
+            if self.mapping.endpoint != self._suspect:
+                self._suspect = None
         self.phase, self.reason = Phase.MAPPED, ""
         self._attempts = 0
         self._probe_backoff = PROBE_BACKOFF_START
@@ -227,6 +293,8 @@ class PortMapMachine:
         self._timer = None
         if self.phase is Phase.MAPPED and self.mapping is not None:
             self._map(Phase.RENEWING, "")
+        elif self.phase is Phase.DISTRUSTED:
+            self._probe("asking the router again after its mapping carried nothing")
         elif self.phase is Phase.WAITING:
             if self._retry_map and self.protocol is not None:
                 self._map(Phase.MAPPING, self.reason)
@@ -264,6 +332,16 @@ class PortMapMachine:
     def _wait(self, until: float, reason: str, *, retry_map: bool = False) -> None:
         self.phase, self.reason, self._timer = Phase.WAITING, reason, until
         self._retry_map = retry_map
+
+    def _not_forwarding(self, m: Mapping, now: float) -> None:
+        wait = self._distrust
+        self._distrust = min(self._distrust * 2, DISTRUST_CAP)
+        self._unmap_current()
+        self.phase, self._timer, self._pending = Phase.DISTRUSTED, now + wait, None
+        self.reason = (
+            f"router mapped {m.endpoint} ({m.protocol.value}) but nothing arrived through it; "
+            f"not mapping for {wait / 60:.0f} min"
+        )
 
     def _unmap_current(self) -> None:
         if self.mapping is not None:

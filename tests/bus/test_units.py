@@ -11,7 +11,7 @@ import pytest
 from dbus_fast import DBusError, Variant
 from dbus_fast.introspection import Node
 
-from stunmeshd.bus.auth import METHOD_POLICY, PUBLIC, Caller
+from stunmeshd.bus.auth import PUBLIC, Caller
 from stunmeshd.bus.bounded import (
     CALLER_TEXT_LIMIT,
     ERROR_TEXT_LIMIT,
@@ -22,8 +22,8 @@ from stunmeshd.bus.context import BusContext
 from stunmeshd.bus.device import DeviceInterface
 from stunmeshd.bus.errors import error_name_for, to_dbus_error
 from stunmeshd.bus.manager import ManagerInterface
+from stunmeshd.bus.members import guarded_actions
 from stunmeshd.bus.names import (
-    ACTIONS,
     DEVICE_IFACE,
     MANAGER_IFACE,
     PEER_IFACE,
@@ -32,6 +32,8 @@ from stunmeshd.bus.names import (
 from stunmeshd.bus.options import REFRESH_OPTIONS, parse_options
 from stunmeshd.bus.peer import PeerInterface
 from stunmeshd.bus.ratelimit import RateLimiter
+from stunmeshd.bus.service import INTERFACES, METHOD_POLICY
+from stunmeshd.ctl import client
 from stunmeshd.errors import (
     ConfigError,
     DeviceNotFound,
@@ -221,22 +223,32 @@ def test_every_method_has_a_policy_entry_and_nothing_else_does() -> None:
         (name, m.name) for name, iface in interfaces().items() for m in iface.introspect().methods
     }
     assert exported == set(METHOD_POLICY)
-    guarded = {rule.action for rule in METHOD_POLICY.values() if rule is not PUBLIC}
-    assert guarded == set(ACTIONS)
+    guarded = {rule.action for rule in METHOD_POLICY.values() if rule != PUBLIC}
+    assert guarded == set(guarded_actions(INTERFACES)) == set(polkit_actions())
     refreshes = [k for k, r in METHOD_POLICY.items() if k[1] == "Refresh"]
     assert all(METHOD_POLICY[k].rate_limited for k in refreshes) and len(refreshes) == 3
 
 
-def test_polkit_policy_matches_the_contract() -> None:
+def polkit_actions() -> dict[str, tuple[str | None, ...]]:
+    """The shipped polkit actions: id -> (allow_any, allow_inactive, allow_active)."""
     root = ET.parse(REPO / "polkit" / "io.github.stunmeshd.StunMesh1.policy").getroot()
-    found = {
-        action.get("id"): tuple(
+    return {
+        str(action.get("id")): tuple(
             action.findtext(f"defaults/{k}")
             for k in ("allow_any", "allow_inactive", "allow_active")
         )
         for action in root.findall("action")
     }
-    assert found == {
+
+
+def test_stunmeshctl_knows_the_action_of_each_guarded_method() -> None:
+    """stunmeshctl names the action in "not authorized" without importing the daemon side."""
+    declared = {m: rule.action for (_, m), rule in METHOD_POLICY.items() if rule.action}
+    assert client.METHOD_ACTIONS == declared
+
+
+def test_polkit_policy_matches_the_contract() -> None:
+    assert polkit_actions() == {
         "io.github.stunmeshd.StunMesh1.refresh": ("auth_admin_keep", "auth_admin_keep", "yes"),
         "io.github.stunmeshd.StunMesh1.reload": ("auth_admin_keep",) * 3,
         "io.github.stunmeshd.StunMesh1.configure": ("auth_admin_keep",) * 3,

@@ -56,3 +56,23 @@ def test_kernel_wireguard_costs_one_module_and_no_netlink_library() -> None:
 def test_netcheck_loads_the_port_mapper_and_upnp_only_when_probing() -> None:
     heavy = ("async_upnp_client", "aiohttp", "stunmeshd.portmap.client")
     assert loaded("import stunmeshd.ctl.netcheck", heavy) == []
+
+
+def test_port_mapping_auto_with_a_shell_store_loads_no_http_stack_until_an_igd_answers() -> None:
+    """The daemon's parts for a shell store and ``port_mapping: auto`` probe all three
+    protocols, the SSDP search included (nothing answers here), without aiohttp or the UPnP
+    library: they load only when a gateway device answered and is asked to map."""
+    code = (
+        "import asyncio, ipaddress\n"
+        "import stunmeshd.service, stunmeshd.engine\n"
+        "from stunmeshd.config import PluginConfig\n"
+        "from stunmeshd.stores import create_store\n"
+        "from stunmeshd.portmap.client import Gateway, PortMapClient\n"
+        "from stunmeshd.portmap.machine import ALL_PROTOCOLS\n"
+        "create_store(PluginConfig(name='d', type='shell', command='true'))\n"
+        "gw = Gateway('127.0.0.1', '127.0.0.1', ipaddress.IPv4Network('127.0.0.0/8'))\n"
+        "assert asyncio.run(PortMapClient(gw).probe(ALL_PROTOCOLS)) is None\n"
+    )
+    assert loaded(code, ("aiohttp", "async_upnp_client", "stunmeshd.portmap.ssdp")) == [
+        "stunmeshd.portmap.ssdp"
+    ]

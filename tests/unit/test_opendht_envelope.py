@@ -737,6 +737,26 @@ async def test_a_flood_of_puts_wakes_a_watch_about_once_per_interval(
     assert all(gap >= store.min_wake_interval * 0.9 for gap in gaps)
 
 
+async def test_the_first_value_after_the_stream_opened_is_not_held_back(
+    listen_proxies: StartListenProxy,
+) -> None:
+    """The peer publishing just after our watch opened (both started together) wakes us at
+    once; only the values after that one keep to the interval."""
+    proxy = await listen_proxies()
+    store = OpenDHTStore("dht", endpoints=[proxy.url], clock=lambda: NOW)
+    store.min_wake_interval = 3600.0  # a held-back wake would never come within the test
+    events = store.watch(KEY)
+    try:
+        await next_wake(events)  # live
+        proxy.pushes.put_nowait(line("stunmesh-v1", NOW, "bb") + b"\n")
+        await next_wake(events)  # the first value: at once
+        proxy.pushes.put_nowait(line("stunmesh-v1", NOW, "cc") + b"\n")
+        assert await no_wake(events)  # the next one: held back by the interval
+    finally:
+        await events.aclose()
+        await store.close()
+
+
 async def test_a_hung_proxy_ends_the_watch_and_one_probe_serves_every_watch(
     listen_proxies: StartListenProxy,
 ) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from stunmeshd.portmap.device import properties
 from stunmeshd.portmap.machine import (
+    DISTRUST_CAP,
+    DISTRUST_START,
     MAP_ATTEMPTS,
+    NOT_FORWARDING_GRACE,
     PROBE_BACKOFF_START,
     Map,
     Phase,
@@ -181,3 +185,165 @@ def test_a_zero_lifetime_or_port_answer_is_a_failure() -> None:
     (req,) = drain(m)
     m.mapped(req.seq, "192.0.3.10", 40001, 0, 0.1)
     assert m.status.mapping is None and m.status.phase is Phase.WAITING
+
+
+# --- a router that lies: it grants the mapping, nothing arrives through it ------------------
+
+LIE = "192.0.3.10:40001"
+
+
+def remap(m: PortMapMachine, now: float, endpoint: str = LIE) -> None:
+    """Answer the probe and the mapping request the machine has just queued."""
+    (probe,) = drain(m)
+    assert isinstance(probe, Probe)
+    m.probe_done(probe.seq, Protocol.PCP, now)
+    (req,) = drain(m)
+    assert isinstance(req, Map)
+    ip, port = endpoint.split(":")
+    m.mapped(req.seq, ip, int(port), 100, now)
+
+
+def test_a_mapping_that_never_carried_is_remapped_once_then_dropped_and_not_asked_for() -> None:
+    m = mapped_machine()  # granted at 0.2
+    g = NOT_FORWARDING_GRACE
+    # the peers have not had their chance yet: health's early reports are not held against it
+    # (the caller is told when it would count, to ask again then)
+    assert m.path_failed("peer b: nothing received", 0.2 + g - 1, carried=False) == 0.2 + g
+    assert drain(m) == [] and m.status.phase is Phase.MAPPED
+    # the first failure: the router may have lost it, map again
+    m.path_failed("peer b: no handshake", 0.2 + g, carried=False)
+    remap(m, 1 + g)  # the router grants the same endpoint again
+    assert m.status.phase is Phase.MAPPED
+    m.path_failed("peer b: no handshake", 2 * g, carried=False)
+    assert drain(m) == [] and m.status.phase is Phase.MAPPED
+    # and it still carries nothing: deleted at the router, and no mapping for a while
+    verdict = 1 + 2 * g
+    m.path_failed("peer b: no handshake", verdict, carried=False)
+    (unmap,) = drain(m)
+    assert unmap == Unmap(unmap.seq, Protocol.PCP, PORT, 40001)
+    st = m.status
+    assert st.phase is Phase.DISTRUSTED and st.mapping is None
+    assert st.reason == (
+        f"router mapped {LIE} (pcp) but nothing arrived through it; "
+        f"not mapping for {DISTRUST_START / 60:.0f} min"
+    )
+    assert m.get_timer() == verdict + DISTRUST_START
+    assert properties(st, 0.0) == {  # the Device's fields, as the seam sets them
+        "port_mapping": "",
+        "port_mapping_endpoint": "",
+        "port_mapping_expires": 0,
+        "port_mapping_reason": st.reason,
+    }
+    # routes or addresses changed on the same gateway: still not asked
+    m.network_changed("addresses or routes changed", verdict + 5, gateway_moved=False)
+    m.handle_timer(verdict + DISTRUST_START - 1)
+    assert drain(m) == [] and m.status.phase is Phase.DISTRUSTED
+
+
+def test_after_the_distrust_one_more_failure_decides_and_the_wait_doubles() -> None:
+    m = mapped_machine()
+    g = NOT_FORWARDING_GRACE
+    m.path_failed("x", 0.2 + g, carried=False)
+    remap(m, 1 + g)
+    m.path_failed("x", 1 + 2 * g, carried=False)
+    drain(m)
+    first = m.get_timer()
+    assert first is not None and m.status.phase is Phase.DISTRUSTED
+    waits = []
+    now = first
+    for _ in range(5):
+        m.handle_timer(now)
+        remap(m, now)  # asked again: the same lie
+        now += g
+        m.path_failed("x", now, carried=False)
+        assert m.status.phase is Phase.DISTRUSTED
+        assert [type(a) for a in drain(m)] == [Unmap]
+        timer = m.get_timer()
+        assert timer is not None
+        waits.append(timer - now)
+        now = timer
+    assert waits == [
+        2 * DISTRUST_START,
+        4 * DISTRUST_START,
+        DISTRUST_CAP,
+        DISTRUST_CAP,
+        DISTRUST_CAP,
+    ]
+
+
+def test_a_mapping_that_carried_traffic_is_only_ever_mapped_again() -> None:
+    """The control: an honest router that restarted (forgot it) or a peer that went away."""
+    m = mapped_machine()
+    now = 0.2
+    for _ in range(4):
+        now += 1  # no grace: the peers evidently had it
+        m.path_failed("peer b: nothing received", now, carried=True)
+        assert m.status.mapping is None and m.status.phase is Phase.PROBING
+        remap(m, now)
+        assert m.status.phase is Phase.MAPPED
+    assert "not forwarding" not in m.status.reason
+
+
+def test_a_gateway_that_moved_ends_the_distrust_and_starts_afresh() -> None:
+    m = mapped_machine()
+    g = NOT_FORWARDING_GRACE
+    m.path_failed("x", 0.2 + g, carried=False)
+    remap(m, 1 + g)
+    m.path_failed("x", 1 + 2 * g, carried=False)
+    drain(m)
+    assert m.status.phase is Phase.DISTRUSTED
+    m.network_changed("default gateway changed", 100.0)
+    remap(m, 100.0)  # a new router: the same endpoint is not held against it
+    m.path_failed("x", 100 + g, carried=False)
+    assert m.status.phase is Phase.PROBING  # mapped again, not judged
+
+
+def test_a_different_endpoint_granted_after_a_failure_starts_afresh() -> None:
+    m = mapped_machine()
+    g = NOT_FORWARDING_GRACE
+    m.path_failed("x", 0.2 + g, carried=False)
+    remap(m, 1 + g, "192.0.3.10:40002")
+    m.path_failed("x", 1 + 2 * g, carried=False)
+    assert m.status.phase is Phase.PROBING
+
+
+def test_failures_without_a_published_mapping_are_ignored() -> None:
+    m = PortMapMachine(now=0.0)
+    m.set_port(PORT, 0.0)
+    drain(m)
+    m.path_failed("x", 100.0, carried=False)
+    assert drain(m) == [] and m.status.phase is Phase.PROBING
+
+
+def test_a_peer_that_comes_back_with_a_new_endpoint_ends_the_verdict() -> None:
+    """An honest router and a peer that was switched off look alike; its return tells them apart."""
+    m = mapped_machine()
+    g = NOT_FORWARDING_GRACE
+    m.path_failed("peer b: no handshake", 0.2 + g, carried=False)
+    remap(m, 1 + g)
+    verdict = 1 + 2 * g
+    m.path_failed("peer b: no handshake", verdict, carried=False)
+    drain(m)
+    assert m.status.phase is Phase.DISTRUSTED
+    m.peer_moved("peer b published a new endpoint 198.51.100.7:40000")
+    # asked again at once, not after the 10 min
+    assert m.status.phase is Phase.PROBING and m.next_action_pending()
+    # a router that does lie is judged again, and the wait after that keeps its doubling
+    remap(m, verdict + 1)
+    m.path_failed("x", verdict + 1 + g, carried=False)
+    remap(m, verdict + 2 + g)
+    m.path_failed("x", verdict + 2 + 2 * g, carried=False)
+    drain(m)
+    assert m.status.phase is Phase.DISTRUSTED
+    assert m.get_timer() == verdict + 2 + 2 * g + 2 * DISTRUST_START
+
+
+def test_a_peer_that_moved_forgets_a_strike_but_leaves_a_working_mapping_alone() -> None:
+    m = mapped_machine()
+    g = NOT_FORWARDING_GRACE
+    m.path_failed("x", 0.2 + g, carried=False)
+    remap(m, 1 + g)  # one strike against this endpoint
+    m.peer_moved("peer b published a new endpoint 198.51.100.7:40000")
+    assert drain(m) == [] and m.status.phase is Phase.MAPPED
+    m.path_failed("x", 1 + 2 * g, carried=False)  # counts as a first failure again
+    assert m.status.phase is Phase.PROBING
