@@ -6,8 +6,9 @@ interleaved so that a load change on the machine hits both alike. Each run: two 
 daemons started together, time to the first handshake on both sides (as bench/convergence.py,
 through the directory store: no dhtnodes to start under TCG).
 The moment of the handshake is WireGuard's own: the later of the two sides' latest-handshake
-stamps (nanoseconds, from netlink or UAPI), read once the polling (`wg show`, every 0.25 s)
-has seen both; so the poll's grain is in neither figure, and both backends are timed alike.
+stamps (nanoseconds), read once the polling (every 0.25 s) has seen both, so the poll's grain is
+in neither figure. Both backends are read without a process (stunmeshd.lab.mesh: UAPI socket
+or netlink from a thread), so the waiter costs the daemons being timed the same CPU on both.
 The kernel path must not be the slower one: its peers are re-created like wireguard-go's
 (reset_peer), so no 5 s hold-back applies, and its netlink backend imports no library at
 start-up. Absolute figures are TCG's (Python alone takes seconds to start), not a real
@@ -29,22 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stunmeshd.lab.mesh import MeshLab, Node  # noqa: E402
+from stunmeshd.lab.mesh import MeshLab  # noqa: E402
 from stunmeshd.lab.sysbus import PrivateBus  # noqa: E402
 from stunmeshd.lab.vm import Vm, prerequisites  # noqa: E402
-from stunmeshd.wireguard import NetlinkBackend, UapiBackend  # noqa: E402
 
 RESULT_PREFIX = "kernel_median_s="
-
-
-async def handshake_stamp(node: Node) -> float:
-    """Unix time of the node's newest handshake, as its WireGuard recorded it."""
-    wg = node.wg
-    if wg.kernel:
-        info = await node.site.host.call(NetlinkBackend().read_device, wg.ifname)
-    else:
-        info = await UapiBackend(wg.uapi_dir).read_device(wg.ifname)
-    return max(peer.latest_handshake for peer in info.peers.values())
 
 
 async def one_run(kernel: bool) -> tuple[float, float]:
@@ -64,14 +54,14 @@ async def one_run(kernel: bool) -> tuple[float, float]:
             mesh.start_daemon(mesh.b, "--bus", bus_b.address),
         )
         try:
-            # polled every 0.25 s: under TCG each `wg show` costs real CPU, and polling faster
-            # would starve the daemons being measured
+            # the moment comes from WireGuard's stamps below: the interval only bounds how long
+            # the waiter is late, and a slow poll leaves the CPU to the daemons being timed
             await mesh.wait_handshake(timeout=60, interval=0.25)
         except TimeoutError:
             for node in mesh.nodes.values():
                 print(f"--- {node.label} ---\n{node.log_text()[-3000:]}", flush=True)
             raise
-        handshake = max(await asyncio.gather(*map(handshake_stamp, mesh.nodes.values())))
+        handshake = max(await asyncio.gather(*(n.latest_handshake() for n in mesh.nodes.values())))
         running = max(node.log_lines()[0]["ts"] for node in mesh.nodes.values())
         return handshake - started, handshake - running
 
