@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -252,10 +253,16 @@ def with_tty_agent(command: str) -> str:
     )
 
 
+def echo_off(master: int) -> bool:
+    """Whether the terminal stopped echoing: an agent that prompted for a password turns echo
+    off with TCSAFLUSH, which throws away anything typed before; so the answer waits for it."""
+    return not termios.tcgetattr(master)[3] & termios.ECHO
+
+
 def converse(argv: list[str], answers: dict[str, str], timeout: float = 120) -> tuple[int, str]:
     """Run ``argv`` on a new pty that is its controlling terminal (pkttyagent reads the
-    password from /dev/tty, as on a login); type each answer once its prompt shows. Returns
-    the exit status and everything the terminal showed."""
+    password from /dev/tty, as on a login); type each answer once its prompt shows and the
+    terminal stopped echoing. Returns the exit status and everything the terminal showed."""
     master, slave = os.openpty()
     proc = subprocess.Popen(
         ["setsid", "--ctty", *argv], stdin=slave, stdout=slave, stderr=slave, close_fds=True
@@ -264,16 +271,17 @@ def converse(argv: list[str], answers: dict[str, str], timeout: float = 120) -> 
     shown, pending = b"", dict(answers)
     deadline = time.monotonic() + timeout
     try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if not select.select([master], [], [], 0.2)[0]:
-                continue
-            try:
-                shown += os.read(master, 4096)
-            except OSError:  # EIO: nothing has the terminal open any more
-                break
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, f"{argv[0]} still running; screen:\n{shown!r}"
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    shown += os.read(master, 4096)
+                except OSError:  # EIO: nothing has the terminal open any more
+                    break
             for prompt in [p for p in pending if p.encode() in shown]:
-                os.write(master, pending.pop(prompt).encode() + b"\n")
-        status = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+                if echo_off(master):
+                    os.write(master, pending.pop(prompt).encode() + b"\n")
+        status = proc.wait(timeout=10)
         while select.select([master], [], [], 0.2)[0]:
             try:
                 shown += os.read(master, 4096)
