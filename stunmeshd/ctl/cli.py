@@ -380,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-ask-password",
         action="store_true",
-        help="never let polkit ask for a password; fail with status 4 instead",
+        help="never let polkit ask for a password; fail with status 4 instead (by default, "
+        "on a terminal without a polkit agent, refresh, reload and log-level LEVEL start "
+        "pkttyagent, which asks for an administrator's password there)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser(
@@ -521,6 +523,7 @@ async def run(args: argparse.Namespace) -> int:
         return await COMMANDS[args.command](client, args)
     finally:
         client.close()
+        await client.stop_agent()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from stunmeshd.bus.names import (
     ROOT,
     Error,
 )
+from stunmeshd.ctl import agent
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -87,6 +88,8 @@ class Client:
         self.bus = bus
         self.address = address
         self.interactive = interactive
+        # on a terminal without a polkit agent, one for this process (stunmeshd.ctl.agent)
+        self.agent = agent.TtyAgent() if interactive and agent.wanted() else None
 
     @classmethod
     async def connect(cls, address: str, *, interactive: bool = True) -> Client:
@@ -104,6 +107,10 @@ class Client:
 
     def close(self) -> None:
         self.bus.disconnect()
+
+    async def stop_agent(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop()
 
     async def call(
         self,
@@ -123,6 +130,8 @@ class Client:
         if action and self.interactive:
             flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION
             limit = INTERACTIVE_TIMEOUT
+            if self.agent is not None:
+                await self.agent.start()
         if timeout is not None:
             limit = timeout
         msg = Message(

@@ -29,6 +29,7 @@ import yaml
 
 from stunmeshd.lab.resource import Resource
 from stunmeshd.lab.topology import WAN_A_IP, WAN_A_IP6, Lab, NatMode, Site, WireGuard
+from stunmeshd.wireguard.netlink import NetlinkBackend
 from stunmeshd.wireguard.uapi import UapiBackend
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,18 +67,20 @@ class Node:
             return ""
 
     async def latest_handshake(self) -> float:
-        """Unix seconds of the newest handshake with any peer, 0 when none.
+        """Unix seconds of the newest handshake with any peer (as WireGuard stamped it, to the
+        nanosecond), 0 when none.
 
-        wireguard-go is asked over its UAPI socket, which costs no process: a waiter polling
-        every few milliseconds must not eat the CPU the daemons it times start up on.
+        Asked over wireguard-go's UAPI socket, or the kernel's generic netlink from a thread
+        in the host's namespace: neither costs a process, so a waiter polling every few
+        milliseconds does not eat the CPU the daemons it times start up on, and both kinds of
+        WireGuard cost the waiter alike (bench/kernel_wg.py compares them).
         """
         if self.wg.kernel:
-            out = await self.site.host.run("wg", "show", self.wg.ifname, "latest-handshakes")
-            stamps = [float(line.split()[1]) for line in out.splitlines() if line.strip()]
+            backend = NetlinkBackend()
+            info = await self.site.host.call(backend.read_device, self.wg.ifname)
         else:
             info = await UapiBackend(self.wg.uapi_dir).read_device(self.wg.ifname)
-            stamps = [peer.latest_handshake for peer in info.peers.values()]
-        return max(stamps, default=0.0)
+        return max((peer.latest_handshake for peer in info.peers.values()), default=0.0)
 
     async def peer_endpoint(self) -> str:
         out = await self.site.host.run("wg", "show", self.wg.ifname, "endpoints")

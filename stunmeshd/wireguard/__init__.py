@@ -1,8 +1,8 @@
 """WireGuard backends: wireguard-go through UAPI, kernel WireGuard through generic netlink.
 
 ``backend_for`` picks one per interface the way ``wg`` does: a UAPI socket for the interface
-means a userspace implementation owns it; otherwise it is the kernel's. The netlink backend
-(and pyroute2, ~12 MB of memory) is imported only when a kernel interface is driven.
+means a userspace implementation owns it; otherwise it is the kernel's. The netlink backend is
+imported only when a kernel interface is driven.
 """
 
 from __future__ import annotations

@@ -1,18 +1,17 @@
 """Kernel WireGuard driven through generic netlink (the ``wireguard`` family).
 
-Messages are encoded and decoded by pyroute2's own WireGuard message class (``wgmsg``) and the
-generic netlink control message (``ctrlmsg``); the conversation itself is a few lines of
-asyncio on a non-blocking ``AF_NETLINK`` socket. pyroute2 0.9's ``AsyncWireGuard`` binds inside
-its endpoint set-up with a port search that needs a real netlink socket and builds its set
-request internally from base64 keys, so it can be neither fed a stand-in socket in tests nor
-asked for an update-only endpoint change with exactly the attributes we want; its message
-classes can, and they are the part that knows the kernel's layout.
+The messages are few and fixed (include/uapi/linux/wireguard.h): a family lookup, a device
+dump and a device set. They are encoded and decoded here, with struct, against that layout.
+pyroute2 was used for them once, but importing any part of it runs its package ``__init__``,
+which loads ~160 modules: ~0.1 s on a real machine and 1.2-2 s under the VM tier's TCG, paid
+at start-up by every daemon that drives a kernel device and by none that drives wireguard-go
+(bench/kernel_wg.py). The conversation is a few lines of asyncio on a non-blocking
+``AF_NETLINK`` socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import errno
 import ipaddress
@@ -21,32 +20,7 @@ import logging
 import os
 import socket
 import struct
-import sys
 from collections.abc import Callable, Iterable
-from typing import Any
-
-from pyroute2.netlink import (
-    CTRL_CMD_GETFAMILY,
-    GENL_ID_CTRL,
-    NLM_F_ACK,
-    NLM_F_DUMP,
-    NLM_F_DUMP_INTR,
-    NLM_F_MULTI,
-    NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
-    ctrlmsg,
-)
-from pyroute2.netlink.generic.wireguard import (
-    WG_CMD_GET_DEVICE,
-    WG_CMD_SET_DEVICE,
-    WG_GENL_NAME,
-    WG_GENL_VERSION,
-    WGPEER_F_REMOVE_ME,
-    WGPEER_F_REPLACE_ALLOWEDIPS,
-    WGPEER_F_UPDATE_ONLY,
-    wgmsg,
-)
 
 from stunmeshd.endpoints import format_endpoint, parse_endpoint
 from stunmeshd.errors import DeviceNotFound, WireGuardError
@@ -57,10 +31,32 @@ log = logging.getLogger(__name__)
 
 NETLINK_GENERIC = 16
 NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+GENL_HDR = struct.Struct("=BBH")  # cmd, version, reserved
+NLA_HDR = struct.Struct("=HH")  # len, type
+NLA_HDR_LEN = NLA_HDR.size
+NLA_F_NESTED = 0x8000
+NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x10, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+# generic netlink's controller (include/uapi/linux/genetlink.h)
+GENL_ID_CTRL = 0x10
+CTRL_CMD_GETFAMILY = 3
+CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 1, 2
+# include/uapi/linux/wireguard.h
+WG_GENL_NAME = "wireguard"
+WG_GENL_VERSION = 1
+WG_CMD_GET_DEVICE, WG_CMD_SET_DEVICE = 0, 1
+WGDEVICE_A_IFNAME, WGDEVICE_A_PRIVATE_KEY = 2, 3
+WGDEVICE_A_LISTEN_PORT, WGDEVICE_A_FWMARK, WGDEVICE_A_PEERS = 6, 7, 8
+WGPEER_A_PUBLIC_KEY, WGPEER_A_PRESHARED_KEY, WGPEER_A_FLAGS, WGPEER_A_ENDPOINT = 1, 2, 3, 4
+WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL, WGPEER_A_LAST_HANDSHAKE_TIME = 5, 6
+WGPEER_A_RX_BYTES, WGPEER_A_TX_BYTES, WGPEER_A_ALLOWEDIPS = 7, 8, 9
+WGPEER_F_REMOVE_ME, WGPEER_F_REPLACE_ALLOWEDIPS, WGPEER_F_UPDATE_ONLY = 0x1, 0x2, 0x4
+WGALLOWEDIP_A_FAMILY, WGALLOWEDIP_A_IPADDR, WGALLOWEDIP_A_CIDR_MASK = 1, 2, 3
+
 RECV_SIZE = 1 << 16  # the kernel caps dump datagrams at 32 KiB
 DUMP_RETRIES = 3  # a dump interrupted by a concurrent peer change is simply asked again
 MAX_REPLY_MESSAGES = 100_000
-NLA_HDR_LEN = 4
 SOCKADDR_IN, SOCKADDR_IN6 = 16, 28
 # allowed IPs one reset request may carry: ~40 bytes each, far below the socket's send buffer
 MAX_RESET_ALLOWED_IPS = 1000
@@ -90,39 +86,88 @@ def open_genl_socket() -> socket.socket:
     return sock
 
 
+# ---- attributes (the netlink TLV layout) ---------------------------------------------------
+
+
+def nla(kind: int, payload: bytes) -> bytes:
+    """One attribute, padded to 4 bytes."""
+    return NLA_HDR.pack(NLA_HDR_LEN + len(payload), kind) + payload + bytes(-len(payload) % 4)
+
+
+def nest(kind: int, attrs: Iterable[bytes]) -> bytes:
+    """A nested attribute (the kernel's WireGuard policy wants NLA_F_NESTED set)."""
+    return nla(kind | NLA_F_NESTED, b"".join(attrs))
+
+
+def walk(data: bytes) -> list[tuple[int, bytes]]:
+    """(type without flags, payload) of each attribute; a length that does not fit is refused
+    (the kernel's lengths are exact: a short attribute would be read on into its neighbours)."""
+    out = []
+    offset = 0
+    while offset < len(data):
+        if offset + NLA_HDR_LEN > len(data):
+            raise WireGuardError("truncated netlink attribute")
+        length, kind = NLA_HDR.unpack_from(data, offset)
+        if length < NLA_HDR_LEN or offset + length > len(data):
+            raise WireGuardError("truncated netlink attribute")
+        out.append((kind & NLA_TYPE_MASK, data[offset + NLA_HDR_LEN : offset + length]))
+        offset += (length + 3) & ~3
+    return out
+
+
+def _first(attrs: list[tuple[int, bytes]], kind: int, *sizes: int) -> bytes | None:
+    """The first ``kind`` attribute's payload, after checking its size; None when absent."""
+    for found, payload in attrs:
+        if found == kind:
+            if sizes and len(payload) not in sizes:
+                raise WireGuardError(f"attribute {kind} of unexpected size in netlink reply")
+            return payload
+    return None
+
+
+def _number(payload: bytes | None, fmt: str) -> int | None:
+    """An integer attribute in host order (its size already checked); None when absent."""
+    return None if payload is None else int(struct.unpack(fmt, payload)[0])
+
+
+def _genl_attrs(chunk: bytes) -> list[tuple[int, bytes]]:
+    """The attributes of one whole generic netlink message (as split_messages cut it)."""
+    if len(chunk) < NLMSG_HDR.size + GENL_HDR.size:
+        raise WireGuardError("truncated generic netlink message")
+    length = NLMSG_HDR.unpack_from(chunk)[0]
+    if not NLMSG_HDR.size + GENL_HDR.size <= length <= len(chunk):
+        raise WireGuardError("truncated generic netlink message")
+    return walk(chunk[NLMSG_HDR.size + GENL_HDR.size : length])
+
+
 # ---- messages (pure: encode requests, decode replies) ----------------------------------------
 
+# A request is the generic netlink payload: header (command first) and attributes; the netlink
+# header is added when it is sent.
 
-def build_family_request() -> ctrlmsg:
+
+def build_family_request() -> bytes:
     """CTRL_CMD_GETFAMILY for "wireguard": the family id is assigned when the module loads."""
-    msg = ctrlmsg()
-    msg["cmd"] = CTRL_CMD_GETFAMILY
-    msg["version"] = 1
-    msg["attrs"] = [["CTRL_ATTR_FAMILY_NAME", WG_GENL_NAME]]
-    return msg
+    name = WG_GENL_NAME.encode() + b"\0"
+    return GENL_HDR.pack(CTRL_CMD_GETFAMILY, 1, 0) + nla(CTRL_ATTR_FAMILY_NAME, name)
 
 
 def parse_family_reply(chunks: list[bytes]) -> int:
     """The family id from the CTRL_CMD_NEWFAMILY answer."""
     for chunk in chunks:
-        try:
-            reply = ctrlmsg(chunk)
-            reply.decode()
-            family = reply.get_attr("CTRL_ATTR_FAMILY_ID")
-        except Exception:  # pyroute2 decoders raise anything on malformed input
-            raise WireGuardError("malformed generic netlink family reply") from None
-        if isinstance(family, int) and family > 0:
+        family = _number(_first(_genl_attrs(chunk), CTRL_ATTR_FAMILY_ID, 2), "=H")
+        if family:
             return family
     raise WireGuardError("generic netlink did not return the wireguard family id")
 
 
-def build_get_request(ifname: str) -> wgmsg:
+def _ifname_attr(ifname: str) -> bytes:
+    return nla(WGDEVICE_A_IFNAME, ifname.encode() + b"\0")
+
+
+def build_get_request(ifname: str) -> bytes:
     """WG_CMD_GET_DEVICE by name (sent as a dump: big devices span several messages)."""
-    msg = wgmsg()
-    msg["cmd"] = WG_CMD_GET_DEVICE
-    msg["version"] = WG_GENL_VERSION
-    msg["attrs"] = [["WGDEVICE_A_IFNAME", ifname]]
-    return msg
+    return GENL_HDR.pack(WG_CMD_GET_DEVICE, WG_GENL_VERSION, 0) + _ifname_attr(ifname)
 
 
 def _check_key(key: bytes, what: str) -> None:
@@ -130,71 +175,80 @@ def _check_key(key: bytes, what: str) -> None:
         raise WireGuardError(f"{what} must be 32 bytes")
 
 
-def _sockaddr(endpoint: str) -> dict[str, Any]:
-    """pyroute2's WGPEER_A_ENDPOINT value for ``ip:port`` / ``[ip%zone]:port``."""
+def _sockaddr(endpoint: str) -> bytes:
+    """``struct sockaddr_in`` / ``sockaddr_in6`` for ``ip:port`` / ``[ip%zone]:port`` (family
+    and scope id in host order, port and flow info in network order)."""
     try:
         host, port, _ = parse_endpoint(endpoint)
         format_endpoint(host, port)
     except (ValueError, TypeError, AttributeError):
         raise WireGuardError(f"malformed endpoint {endpoint!r}") from None
-    sockaddr: dict[str, Any] = {"addr": host, "port": port}
-    if "%" in host:
-        zone = host.partition("%")[2]
-        sockaddr["addr"] = host.partition("%")[0]
-        sockaddr["scope_id"] = _swap32(_zone_index(zone))
-    return sockaddr
+    address, _, zone = host.partition("%")
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + ip.packed + bytes(8)
+    scope = _zone_index(zone) if zone else 0
+    return (
+        struct.pack("=H", socket.AF_INET6)
+        + struct.pack("!HI", port, 0)
+        + ip.packed
+        + struct.pack("=I", scope)
+    )
 
 
-def _keepalive_attr(keepalive: int) -> list[Any]:
+def _keepalive_attr(keepalive: int) -> bytes:
     if isinstance(keepalive, bool) or not isinstance(keepalive, int):
         raise WireGuardError(f"keepalive must be an integer, not {keepalive!r}")
     if not 0 <= keepalive <= 65535:
         raise WireGuardError(f"keepalive out of range (0-65535): {keepalive}")
-    return ["WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL", keepalive]
+    return nla(WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL, struct.pack("=H", keepalive))
 
 
-def _set_device(ifname: str, peers: list[list[list[Any]]]) -> wgmsg:
-    msg = wgmsg()
-    msg["cmd"] = WG_CMD_SET_DEVICE
-    msg["version"] = WG_GENL_VERSION
-    msg["attrs"] = [
-        ["WGDEVICE_A_IFNAME", ifname],
-        ["WGDEVICE_A_PEERS", [{"attrs": peer} for peer in peers]],
-    ]
-    return msg
+def _set_device(ifname: str, peers: list[list[bytes]]) -> bytes:
+    """WG_CMD_SET_DEVICE naming only the interface and ``peers`` (nests of type 0, in order)."""
+    return (
+        GENL_HDR.pack(WG_CMD_SET_DEVICE, WG_GENL_VERSION, 0)
+        + _ifname_attr(ifname)
+        + nest(WGDEVICE_A_PEERS, [nest(0, peer) for peer in peers])
+    )
+
+
+def _flags_attr(flags: int) -> bytes:
+    return nla(WGPEER_A_FLAGS, struct.pack("=I", flags))
 
 
 def build_set_endpoint_request(
     ifname: str, public_key: bytes, endpoint: str, *, keepalive: int | None = None
-) -> wgmsg:
+) -> bytes:
     """WG_CMD_SET_DEVICE with one peer flagged WGPEER_F_UPDATE_ONLY (never creates a peer)."""
     _check_key(public_key, "peer public key")
-    peer: list[list[Any]] = [
-        ["WGPEER_A_PUBLIC_KEY", base64.b64encode(public_key)],
-        ["WGPEER_A_FLAGS", WGPEER_F_UPDATE_ONLY],
-        ["WGPEER_A_ENDPOINT", _sockaddr(endpoint)],
+    peer = [
+        nla(WGPEER_A_PUBLIC_KEY, public_key),
+        _flags_attr(WGPEER_F_UPDATE_ONLY),
+        nla(WGPEER_A_ENDPOINT, _sockaddr(endpoint)),
     ]
     if keepalive is not None:
         peer.append(_keepalive_attr(keepalive))
     return _set_device(ifname, [peer])
 
 
-def _allowed_ip_attrs(cidr: str) -> dict[str, Any]:
+def _allowed_ip_attr(cidr: str) -> bytes:
     try:
         net = ipaddress.ip_network(cidr, strict=False)
     except ValueError:
         raise WireGuardError(f"malformed allowed IP {cidr!r}") from None
     family = socket.AF_INET if net.version == 4 else socket.AF_INET6
-    return {
-        "attrs": [
-            ["WGALLOWEDIP_A_FAMILY", family],
-            ["WGALLOWEDIP_A_IPADDR", net.network_address.packed],
-            ["WGALLOWEDIP_A_CIDR_MASK", net.prefixlen],
-        ]
-    }
+    return nest(
+        0,
+        [
+            nla(WGALLOWEDIP_A_FAMILY, struct.pack("=H", family)),
+            nla(WGALLOWEDIP_A_IPADDR, net.network_address.packed),
+            nla(WGALLOWEDIP_A_CIDR_MASK, struct.pack("=B", net.prefixlen)),
+        ],
+    )
 
 
-def build_reset_peer_request(ifname: str, peer: PeerInfo, endpoint: str, keepalive: int) -> wgmsg:
+def build_reset_peer_request(ifname: str, peer: PeerInfo, endpoint: str, keepalive: int) -> bytes:
     """One WG_CMD_SET_DEVICE that removes ``peer`` and adds it again: same preshared key and
     allowed IPs, the new endpoint, keepalive on.
 
@@ -203,22 +257,18 @@ def build_reset_peer_request(ifname: str, peer: PeerInfo, endpoint: str, keepali
     keepalive (0 -> N) makes it initiate a handshake at once.
     """
     _check_key(peer.public_key, "peer public key")
-    key = base64.b64encode(peer.public_key)
-    again: list[list[Any]] = [
-        ["WGPEER_A_PUBLIC_KEY", key],
-        ["WGPEER_A_FLAGS", WGPEER_F_REPLACE_ALLOWEDIPS],
-        ["WGPEER_A_ENDPOINT", _sockaddr(endpoint)],
+    again = [
+        nla(WGPEER_A_PUBLIC_KEY, peer.public_key),
+        _flags_attr(WGPEER_F_REPLACE_ALLOWEDIPS),
+        nla(WGPEER_A_ENDPOINT, _sockaddr(endpoint)),
         _keepalive_attr(keepalive),
     ]
     if peer.preshared_key and any(peer.preshared_key):
         _check_key(peer.preshared_key, "preshared key")
-        again.append(["WGPEER_A_PRESHARED_KEY", base64.b64encode(peer.preshared_key)])
+        again.append(nla(WGPEER_A_PRESHARED_KEY, peer.preshared_key))
     if peer.allowed_ips:
-        again.append(["WGPEER_A_ALLOWEDIPS", [_allowed_ip_attrs(ip) for ip in peer.allowed_ips]])
-    removal: list[list[Any]] = [
-        ["WGPEER_A_PUBLIC_KEY", key],
-        ["WGPEER_A_FLAGS", WGPEER_F_REMOVE_ME],
-    ]
+        again.append(nest(WGPEER_A_ALLOWEDIPS, [_allowed_ip_attr(ip) for ip in peer.allowed_ips]))
+    removal = [nla(WGPEER_A_PUBLIC_KEY, peer.public_key), _flags_attr(WGPEER_F_REMOVE_ME)]
     return _set_device(ifname, [removal, again])
 
 
@@ -229,11 +279,6 @@ def _zone_index(zone: str) -> int:
         return socket.if_nametoindex(zone)
     except OSError:
         raise WireGuardError(f"unknown interface {zone!r} in endpoint zone") from None
-
-
-def _swap32(value: int) -> int:
-    """pyroute2 packs sin6_scope_id big-endian; the kernel reads it in host order."""
-    return int.from_bytes(value.to_bytes(4, sys.byteorder), "big")
 
 
 class _Peer:
@@ -268,14 +313,14 @@ class _Peer:
 def parse_device_dump(ifname: str, chunks: Iterable[bytes]) -> DeviceInfo:
     """Merge the messages of one WG_CMD_GET_DEVICE dump into a DeviceInfo.
 
-    Anything pyroute2 cannot decode, or values out of their kernel ranges, raise WireGuardError
-    (without echoing the bytes: they hold the private key).
+    Malformed messages, or values out of their kernel ranges, raise WireGuardError (without
+    echoing the bytes: they hold the private key).
     """
     try:
         return _parse_device_dump(ifname, chunks)
     except WireGuardError:
         raise
-    except Exception as exc:  # pyroute2 decoders raise anything on malformed input
+    except (ValueError, struct.error) as exc:
         raise WireGuardError(
             f"malformed netlink reply for {ifname} ({type(exc).__name__})"
         ) from None
@@ -287,124 +332,82 @@ def _parse_device_dump(ifname: str, chunks: Iterable[bytes]) -> DeviceInfo:
     fwmark = 0
     peers: dict[bytes, _Peer] = {}
     for chunk in chunks:
-        msg = wgmsg(chunk)
-        msg.decode()
-        value = _attr(msg, "WGDEVICE_A_PRIVATE_KEY", KEY_LEN)
+        attrs = _genl_attrs(chunk)
+        value = _first(attrs, WGDEVICE_A_PRIVATE_KEY, KEY_LEN)
         if value is not None:
-            private_key = _key(value, "private key")
-        value = _attr(msg, "WGDEVICE_A_LISTEN_PORT", 2)
-        if value is not None:
-            listen_port = int(value)
-        value = _attr(msg, "WGDEVICE_A_FWMARK", 4)
-        if value is not None:
-            fwmark = int(value)
-        for group in msg.get_attrs("WGDEVICE_A_PEERS"):
-            for nest in group or ():
-                _merge_peer(peers, nest)
+            private_key = value
+        listen_port = _number(_first(attrs, WGDEVICE_A_LISTEN_PORT, 2), "=H") or listen_port
+        fwmark = _number(_first(attrs, WGDEVICE_A_FWMARK, 4), "=I") or fwmark
+        for kind, group in attrs:
+            if kind == WGDEVICE_A_PEERS:
+                for _, peer in walk(group):
+                    _merge_peer(peers, walk(peer))
     frozen = {key: peer.freeze() for key, peer in peers.items()}
     return device_info(ifname, private_key, listen_port, fwmark, frozen)
 
 
-def _merge_peer(peers: dict[bytes, _Peer], nest: Any) -> None:
-    value = _attr(nest, "WGPEER_A_PUBLIC_KEY", KEY_LEN)
-    if value is None:
+def _merge_peer(peers: dict[bytes, _Peer], attrs: list[tuple[int, bytes]]) -> None:
+    key = _first(attrs, WGPEER_A_PUBLIC_KEY, KEY_LEN)
+    if key is None:
         raise WireGuardError("netlink peer without a public key")
-    key = _key(value, "peer public key")
     peer = peers.get(key)
     if peer is None:
         peer = peers[key] = _Peer(key)
-    value = _attr(nest, "WGPEER_A_ENDPOINT", SOCKADDR_IN, SOCKADDR_IN6)
+    value = _first(attrs, WGPEER_A_ENDPOINT, SOCKADDR_IN, SOCKADDR_IN6)
     if value is not None:
-        size = _size(nest, "WGPEER_A_ENDPOINT")
-        peer.endpoint = _endpoint(value, socket.AF_INET if size == SOCKADDR_IN else socket.AF_INET6)
-    value = _attr(nest, "WGPEER_A_LAST_HANDSHAKE_TIME", 16)
+        peer.endpoint = _endpoint(value)
+    value = _first(attrs, WGPEER_A_LAST_HANDSHAKE_TIME, 16)
     if value is not None:
-        sec, nsec = int(value["tv_sec"]), int(value["tv_nsec"])
+        sec, nsec = struct.unpack("=qq", value)
         if not 0 <= nsec < 1_000_000_000:
             raise WireGuardError(f"handshake nanoseconds out of range: {nsec}")
         peer.handshake = sec + nsec / 1e9
-    value = _attr(nest, "WGPEER_A_RX_BYTES", 8)
+    peer.rx = _number(_first(attrs, WGPEER_A_RX_BYTES, 8), "=Q") or peer.rx
+    peer.tx = _number(_first(attrs, WGPEER_A_TX_BYTES, 8), "=Q") or peer.tx
+    keepalive = _number(_first(attrs, WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL, 2), "=H")
+    if keepalive is not None:
+        peer.keepalive = keepalive
+    value = _first(attrs, WGPEER_A_PRESHARED_KEY, KEY_LEN)
     if value is not None:
-        peer.rx = int(value)
-    value = _attr(nest, "WGPEER_A_TX_BYTES", 8)
-    if value is not None:
-        peer.tx = int(value)
-    value = _attr(nest, "WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL", 2)
-    if value is not None:
-        peer.keepalive = int(value)
-    value = _attr(nest, "WGPEER_A_PRESHARED_KEY", KEY_LEN)
-    if value is not None:
-        peer.psk = _key(value, "preshared key")
-    for group in nest.get_attrs("WGPEER_A_ALLOWEDIPS"):
-        for allowed in group or ():
-            peer.allowed.append(_allowed_ip(allowed))
+        peer.psk = value
+    for kind, group in attrs:
+        if kind == WGPEER_A_ALLOWEDIPS:
+            for _, allowed in walk(group):
+                peer.allowed.append(_allowed_ip(walk(allowed)))
 
 
-def _allowed_ip(nest: Any) -> str:
+def _allowed_ip(attrs: list[tuple[int, bytes]]) -> str:
     """``addr/cidr`` of one WGALLOWEDIP nest (re-creating a peer needs them all)."""
-    family = _attr(nest, "WGALLOWEDIP_A_FAMILY", 2)
-    raw = _attr(nest, "WGALLOWEDIP_A_IPADDR", 4, 16)
-    cidr = _attr(nest, "WGALLOWEDIP_A_CIDR_MASK", 1)
+    family = _number(_first(attrs, WGALLOWEDIP_A_FAMILY, 2), "=H")
+    raw = _first(attrs, WGALLOWEDIP_A_IPADDR, 4, 16)
+    cidr = _number(_first(attrs, WGALLOWEDIP_A_CIDR_MASK, 1), "=B")
     if raw is None or cidr is None:
         raise WireGuardError("netlink allowed IP without an address or mask")
-    packed = bytes.fromhex(str(raw).replace(":", ""))
-    address = ipaddress.ip_address(packed)
+    address = ipaddress.ip_address(raw)
     expected = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    if family != expected or not 0 <= int(cidr) <= address.max_prefixlen:
+    if family != expected or not 0 <= cidr <= address.max_prefixlen:
         raise WireGuardError("netlink allowed IP with an inconsistent family or mask")
-    return f"{address}/{int(cidr)}"
+    return f"{address}/{cidr}"
 
 
-def _attr(container: Any, name: str, *sizes: int) -> Any:
-    """The first ``name`` attribute's decoded value, after checking its payload size.
-
-    pyroute2 decodes fixed-size attributes (keys, sockaddrs, integers) with struct formats and
-    does not compare them with the attribute's length, so a short attribute would be read on
-    into its neighbours; the kernel's sizes are exact, anything else is refused here.
-    """
-    size = _size(container, name)
-    if size is None:
-        return None
-    if size not in sizes:
-        raise WireGuardError(f"{name} attribute of unexpected size in netlink reply")
-    return container.get_attr(name)
-
-
-def _size(container: Any, name: str) -> int | None:
-    """Payload size of the first ``name`` attribute (from its header), None when absent."""
-    for slot in container["attrs"]:
-        if slot[0] == name:
-            length = getattr(slot.cell[1], "length", None)
-            return -1 if length is None else length - NLA_HDR_LEN
-    return None
-
-
-def _key(value: Any, what: str) -> bytes:
-    """pyroute2 hands keys over base64-encoded; WireGuard keys are 32 raw bytes."""
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (ValueError, TypeError):
-        raw = b""
-    if len(raw) != KEY_LEN:
-        raise WireGuardError(f"malformed {what} in netlink reply")
-    return raw
-
-
-def _endpoint(value: Any, expected_family: int) -> str:
-    """``ip:port`` / ``[ip]:port`` from a decoded sockaddr whose size gave ``expected_family``."""
-    family = value.get("family") if isinstance(value, dict) else None
-    if family != expected_family:
+def _endpoint(value: bytes) -> str:
+    """``ip:port`` / ``[ip%zone]:port`` from a sockaddr whose size gave its family."""
+    expected = socket.AF_INET if len(value) == SOCKADDR_IN else socket.AF_INET6
+    (family,) = struct.unpack_from("=H", value)
+    if family != expected:
         raise WireGuardError(f"unexpected endpoint address family {family} in netlink reply")
-    host = str(value["addr"])
-    scope = int(value.get("scope_id") or 0)
-    if family == socket.AF_INET6 and scope:
-        host = f"{host}%{_swap32(scope)}"
+    (port,) = struct.unpack_from("!H", value, 2)
+    if family == socket.AF_INET:
+        host = str(ipaddress.IPv4Address(value[4:8]))
+    else:
+        host = str(ipaddress.IPv6Address(value[8:24]))
+        (scope,) = struct.unpack_from("=I", value, 24)
+        if scope:
+            host = f"{host}%{scope}"
     try:
-        return format_endpoint(host, int(value["port"]))
+        return format_endpoint(host, port)
     except ValueError:
-        raise WireGuardError(
-            f"unusable endpoint {host} port {value['port']} in netlink reply"
-        ) from None
+        raise WireGuardError(f"unusable endpoint {host} port {port} in netlink reply") from None
 
 
 # ---- the conversation ---------------------------------------------------------------------
@@ -431,15 +434,12 @@ class _Conversation:
         self.loop = asyncio.get_running_loop()
         self.seq = itertools.count(1)
 
-    async def request(self, msg: Any, msg_type: int, flags: int) -> list[bytes]:
-        """Send ``msg``; return the reply messages (without ACK/DONE). Raises NetlinkErrno."""
+    async def request(self, payload: bytes, msg_type: int, flags: int) -> list[bytes]:
+        """Send ``payload`` (generic netlink header and attributes); return the reply messages
+        (without ACK/DONE). Raises NetlinkErrno."""
         seq = next(self.seq)
-        msg["header"]["type"] = msg_type
-        msg["header"]["flags"] = flags
-        msg["header"]["sequence_number"] = seq
-        msg["header"]["pid"] = 0
-        msg.encode()
-        await self.loop.sock_sendall(self.sock, msg.data)
+        header = NLMSG_HDR.pack(NLMSG_HDR.size + len(payload), msg_type, flags, seq, 0)
+        await self.loop.sock_sendall(self.sock, header + payload)
         replies: list[bytes] = []
         interrupted = False
         while True:
@@ -533,7 +533,7 @@ class NetlinkBackend:
         msg = build_reset_peer_request(ifname, peer, endpoint, keepalive)
         await self._run(ifname, msg, NLM_F_REQUEST | NLM_F_ACK, "re-create a peer on")
 
-    async def _run(self, ifname: str, msg: Any, flags: int, action: str) -> list[bytes]:
+    async def _run(self, ifname: str, msg: bytes, flags: int, action: str) -> list[bytes]:
         """Resolve the family and send one request on a fresh socket, bounded in time."""
         try:
             sock = self.socket_factory()
@@ -554,7 +554,7 @@ class NetlinkBackend:
                         ) from None
                     raise _translate(exc, ifname, "look up WireGuard for") from None
                 family = parse_family_reply(family_chunks)
-                log.debug("netlink %s iface=%s family=%d", _CMD_NAMES[msg["cmd"]], ifname, family)
+                log.debug("netlink %s iface=%s family=%d", _CMD_NAMES[msg[0]], ifname, family)
                 try:
                     return await talk.request(msg, family, flags)
                 except NetlinkErrno as exc:

@@ -253,6 +253,7 @@ def test_stunmeshctl_imports_only_client_modules() -> None:
         "stunmeshd.bus.names",
         "stunmeshd.model",
         "stunmeshd.ctl",
+        "stunmeshd.ctl.agent",
         "stunmeshd.ctl.cli",
         "stunmeshd.ctl.client",
         "stunmeshd.ctl.view",

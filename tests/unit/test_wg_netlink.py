@@ -4,7 +4,7 @@ There is no WireGuard module here (docs/testbed.md), so the kernel is played by 
 reads the backend's datagrams and answers with netlink messages. Those answers are built two
 ways: with pyroute2's ``wgmsg`` encoder, and byte by byte from the kernel's uapi layout
 (``struct sockaddr_in6``, ``struct __kernel_timespec``, nests of type 0 as the kernel writes
-them) so that a pyroute2 quirk cannot hide on both sides. Requests are checked with a
+them), independently of the backend's own encoder. Requests are checked with a
 separate attribute walker against the same layout. Everything from encoding to decoding is
 the production path; only the socket is replaced.
 """

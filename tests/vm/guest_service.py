@@ -7,7 +7,13 @@ journal, hardening, stop, D-Bus activation once enabled. Kernel WireGuard (``wg0
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import select
+import signal
+import subprocess
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +27,7 @@ from tests.vm.guest import (
     UNIT,
     busctl_json,
     device_property,
+    ensure_installed,
     install_package,
     journal,
     manager_property,
@@ -207,5 +214,132 @@ def test_active_local_user_may_refresh_through_polkit() -> None:
         lines = out.read_text().splitlines()
         assert {"Active=yes", "Seat=seat0", "Remote=no"} <= set(lines), lines
         assert lines[-1] == "rc=0", lines
+    finally:
+        sh("systemctl", "stop", UNIT)
+
+
+# ---- an administrator's password, typed into pkttyagent ------------------------------------
+
+ADMIN, ADMIN_PASSWORD = "smadmin", "correct horse battery staple"
+CALLER = "smcaller"  # unprivileged, and in no session: Reload is auth_admin_keep for it
+RELOAD_ACTION = "io.github.stunmeshd.StunMesh1.reload"
+# what a D-Bus client without stunmeshctl sees: the error's name (stunmeshctl words it)
+RAW_RELOAD = f"""
+import asyncio
+from dbus_fast import BusType, Message, MessageFlag
+from dbus_fast.aio import MessageBus
+
+async def main():
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    reply = await bus.call(Message(
+        destination="{BUS_NAME}", path="{OBJECT}", interface="{IFACE}", member="Reload",
+        signature="a{{sv}}", body=[{{}}], flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION))
+    print("reply:", reply.error_name or "ok")
+
+asyncio.run(main())
+"""
+
+
+def with_tty_agent(command: str) -> str:
+    """A shell script for the caller: pkttyagent registered for the shell's own process, which
+    then becomes ``command`` (exec keeps the pid, so polkitd finds the agent for the bus name's
+    process), the way systemctl runs pkttyagent for itself. The agent's pid goes to a file so
+    that the test can stop it."""
+    return (
+        "set -e; fifo=$(mktemp -u /tmp/smagent.XXXXXX); mkfifo $fifo; "
+        "pkttyagent --process $$ --notify-fd 3 3>$fifo & echo $! > /tmp/smagent.pid; "
+        "cat $fifo; rm $fifo; "  # returns once the agent is registered (it closes fd 3)
+        f"exec {command}"
+    )
+
+
+def echo_off(master: int) -> bool:
+    """Whether the terminal stopped echoing: an agent that prompted for a password turns echo
+    off with TCSAFLUSH, which throws away anything typed before; so the answer waits for it."""
+    return not termios.tcgetattr(master)[3] & termios.ECHO
+
+
+def converse(argv: list[str], answers: dict[str, str], timeout: float = 120) -> tuple[int, str]:
+    """Run ``argv`` on a new pty that is its controlling terminal (pkttyagent reads the
+    password from /dev/tty, as on a login); type each answer once its prompt shows and the
+    terminal stopped echoing. Returns the exit status and everything the terminal showed."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        ["setsid", "--ctty", *argv], stdin=slave, stdout=slave, stderr=slave, close_fds=True
+    )
+    os.close(slave)
+    shown, pending = b"", dict(answers)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None:
+            assert time.monotonic() < deadline, f"{argv[0]} still running; screen:\n{shown!r}"
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    shown += os.read(master, 4096)
+                except OSError:  # EIO: nothing has the terminal open any more
+                    break
+            for prompt in [p for p in pending if p.encode() in shown]:
+                if echo_off(master):
+                    os.write(master, pending.pop(prompt).encode() + b"\n")
+        status = proc.wait(timeout=10)
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                shown += os.read(master, 4096)
+            except OSError:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+        agent = Path("/tmp/smagent.pid")
+        if agent.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(agent.read_text()), signal.SIGTERM)
+            agent.unlink()
+    return status, shown.decode(errors="replace")
+
+
+def test_admin_password_typed_into_pkttyagent_authorizes_reload() -> None:
+    """auth_admin_keep through the real polkitd: an unprivileged caller outside any session
+    calls Reload allowing interactive authorization; polkitd asks the pkttyagent registered
+    for the caller's process, which prompts on the caller's terminal for the password of an
+    administrator (Debian: group sudo). A wrong password is AccessDenied and the daemon stays
+    on the bus; the right one, typed into the agent stunmeshctl starts itself on a terminal,
+    runs the reload."""
+    ensure_installed()
+    if not CONFIG.exists():
+        write_config()
+    sh("useradd", "--create-home", "--groups", "sudo", ADMIN)
+    sh("chpasswd", input=f"{ADMIN}:{ADMIN_PASSWORD}\n")
+    sh("useradd", "--create-home", CALLER)
+    python = "/usr/lib/stunmeshd/bin/python"
+    sh("systemctl", "start", UNIT)
+    try:
+        wait_for("the daemon on the bus", lambda: sh("busctl", "status", BUS_NAME))
+        raw = with_tty_agent(f"{python} -c '{RAW_RELOAD}'")
+        status, shown = converse(
+            ["runuser", "-u", CALLER, "--", "/bin/sh", "-c", raw], {"Password:": "wrong"}
+        )
+        assert f"AUTHENTICATING FOR {RELOAD_ACTION}" in shown, shown
+        assert ADMIN in shown, shown  # the one administrator: no identity to choose
+        assert "reply: org.freedesktop.DBus.Error.AccessDenied" in shown, shown
+        assert status == 0, shown
+        assert sh("systemctl", "is-active", UNIT).stdout.strip() == "active"
+        sh("busctl", "status", BUS_NAME)  # still owns its name
+
+        # stunmeshctl on a terminal starts pkttyagent for itself (stunmeshd.ctl.agent)
+        reloads = len([e for e in journal() if "configuration reloaded" in e["MESSAGE"]])
+        status, shown = converse(
+            ["runuser", "-u", CALLER, "--", "stunmeshctl", "reload"], {"Password:": ADMIN_PASSWORD}
+        )
+        assert f"AUTHENTICATING FOR {RELOAD_ACTION}" in shown, shown
+        assert status == 0, shown
+        assert "configuration reloaded" in shown, shown
+        wait_for(
+            "the reload in the journal",
+            lambda: (
+                len([e for e in journal() if "configuration reloaded" in e["MESSAGE"]]) > reloads
+            ),
+        )
     finally:
         sh("systemctl", "stop", UNIT)
