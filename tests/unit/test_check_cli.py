@@ -8,12 +8,9 @@ before the service) or in-process with the service module replaced, so no test s
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,6 @@ from stunmeshd import __version__
 from stunmeshd.config import Config
 from stunmeshd.daemon import build_parser, main
 from tests.installed import Installed
-from tests.prereq import require
 
 REPO = Path(__file__).resolve().parents[2]
 PUB_B = "zo060cy2M+x7cMF4FKXHbs0CloUFDTRHRboFhw5YfVk="
@@ -132,29 +128,6 @@ def test_check_missing_file(tmp_path: Path) -> None:
 
 def test_check_directory_given_as_file(tmp_path: Path) -> None:
     assert_one_error_line(stunmeshd("--check", "-c", str(tmp_path)), "is a directory")
-
-
-@pytest.fixture
-def unreadable_config() -> Iterator[Path]:
-    """A valid config nobody but root may read, in a directory anyone may enter."""
-    directory = Path(tempfile.mkdtemp(prefix="stunmeshd-test-"))
-    try:
-        directory.chmod(0o755)
-        path = write(directory, GOOD)
-        path.chmod(0o000)
-        yield path
-    finally:
-        shutil.rmtree(directory)
-
-
-def test_check_unreadable_file(unreadable_config: Path, request: pytest.FixtureRequest) -> None:
-    if os.geteuid() == 0:  # root reads anything: run the check as nobody
-        require(shutil.which("setpriv") is not None, "setpriv (util-linux) to drop root")
-        installed = request.getfixturevalue("installed")  # built only when it is needed
-        result = installed_stunmeshd(installed, "65534", "--check", "-c", str(unreadable_config))
-    else:
-        result = stunmeshd("--check", "-c", str(unreadable_config))
-    assert_one_error_line(result, str(unreadable_config), "permission denied")
 
 
 def test_check_never_prints_store_secrets(tmp_path: Path) -> None:
