@@ -240,15 +240,24 @@ def test_a_mapping_that_never_carried_is_remapped_once_then_dropped_and_not_aske
     assert drain(m) == [] and m.status.phase is Phase.DISTRUSTED
 
 
-def test_after_the_distrust_one_more_failure_decides_and_the_wait_doubles() -> None:
+def distrusted_machine() -> tuple[PortMapMachine, float]:
+    """A machine that judged its router not forwarding (two strikes), and when it did."""
     m = mapped_machine()
     g = NOT_FORWARDING_GRACE
-    m.path_failed("x", 0.2 + g, carried=False)
+    m.path_failed("peer b: no handshake", 0.2 + g, carried=False)
     remap(m, 1 + g)
-    m.path_failed("x", 1 + 2 * g, carried=False)
+    verdict = 1 + 2 * g
+    m.path_failed("peer b: no handshake", verdict, carried=False)
     drain(m)
+    assert m.status.phase is Phase.DISTRUSTED
+    return m, verdict
+
+
+def test_after_the_distrust_one_more_failure_decides_and_the_wait_doubles() -> None:
+    m, _ = distrusted_machine()
+    g = NOT_FORWARDING_GRACE
     first = m.get_timer()
-    assert first is not None and m.status.phase is Phase.DISTRUSTED
+    assert first is not None
     waits = []
     now = first
     for _ in range(5):
@@ -285,13 +294,8 @@ def test_a_mapping_that_carried_traffic_is_only_ever_mapped_again() -> None:
 
 
 def test_a_gateway_that_moved_ends_the_distrust_and_starts_afresh() -> None:
-    m = mapped_machine()
+    m, _ = distrusted_machine()
     g = NOT_FORWARDING_GRACE
-    m.path_failed("x", 0.2 + g, carried=False)
-    remap(m, 1 + g)
-    m.path_failed("x", 1 + 2 * g, carried=False)
-    drain(m)
-    assert m.status.phase is Phase.DISTRUSTED
     m.network_changed("default gateway changed", 100.0)
     remap(m, 100.0)  # a new router: the same endpoint is not held against it
     m.path_failed("x", 100 + g, carried=False)
@@ -317,14 +321,8 @@ def test_failures_without_a_published_mapping_are_ignored() -> None:
 
 def test_a_peer_that_comes_back_with_a_new_endpoint_ends_the_verdict() -> None:
     """An honest router and a peer that was switched off look alike; its return tells them apart."""
-    m = mapped_machine()
+    m, verdict = distrusted_machine()
     g = NOT_FORWARDING_GRACE
-    m.path_failed("peer b: no handshake", 0.2 + g, carried=False)
-    remap(m, 1 + g)
-    verdict = 1 + 2 * g
-    m.path_failed("peer b: no handshake", verdict, carried=False)
-    drain(m)
-    assert m.status.phase is Phase.DISTRUSTED
     m.peer_moved("peer b published a new endpoint 198.51.100.7:40000")
     # asked again at once, not after the 10 min
     assert m.status.phase is Phase.PROBING and m.next_action_pending()
