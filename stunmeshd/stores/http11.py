@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit
 
 import h11
 
-MAX_HEAD = 16 << 10  # bytes of an answer's status line and headers (h11's bound)
+MAX_HEAD = 16 << 10  # bytes of an incomplete answer head h11 holds (a head: at most + one read)
 MAX_REDIRECTS = 10  # aiohttp's: the 10th redirect answer is a failure
 IDLE_SECONDS = 15.0  # aiohttp's keep-alive: an unused pooled connection is closed after it
 MAX_IDLE = 8  # idle connections kept per origin
@@ -234,16 +234,20 @@ class HTTPClient:
         body: bytes | None = None,
         content_type: str | None = None,
         limit: int,
+        pooled: bool = True,
     ) -> tuple[int, bytes]:
         """Status and body (at most ``limit`` + 1 bytes: more means "too big"), redirects
-        followed."""
-        conn, status = await self._exchange(method, url, body, content_type, pooled=True)
+        followed; on a pooled connection unless ``pooled`` is false (then closed after)."""
+        conn, status = await self._exchange(method, url, body, content_type, pooled=pooled)
         try:
             data, whole = await conn.body(limit)
         except BaseException:
             conn.close()
             raise
-        self._release(conn, whole)
+        if pooled:
+            self._release(conn, whole)
+        else:
+            conn.close()
         return status, data
 
     async def stream(self, url: str) -> Stream:

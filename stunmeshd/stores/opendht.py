@@ -452,7 +452,8 @@ class OpenDHTStore:
         try:
             async with asyncio.timeout(self.timeout):
                 _check_open(client)
-                status, body = await client.fetch("GET", f"{endpoint}/key/{key}", limit=MAX_BODY)
+                url = f"{endpoint}/key/{key}"  # like the stream: a connection of its own
+                status, body = await client.fetch("GET", url, limit=MAX_BODY, pooled=False)
         except (HTTPFailure, TimeoutError, OSError) as exc:
             log.info(
                 "opendht watch without snapshot endpoint=%s reason=%s",
