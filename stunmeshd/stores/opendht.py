@@ -39,6 +39,13 @@ Anyone may put values under a peer's key, and each new acceptable value is a rea
 re-read; a watch wakes its caller at most once per ``min_wake_interval`` (1 s), folding what
 arrives meanwhile into that one wake, so a flood of puts costs at most one read per second
 per peer; the first value after the stream opened wakes at once (docs/stores.md).
+HTTP is http11.py's client (h11 over asyncio), not aiohttp, whose import alone is ~12 MB of
+a daemon's ~30 MB. Per store: one client (one TLS context, made on the first https
+endpoint), at most ``max_concurrency`` (32) get/set in flight, each bounded by ``timeout`` as
+a whole and answered on an idle keep-alive connection to its endpoint where there is one;
+redirects are followed as aiohttp and Go's net/http follow them. Watches take no slot and
+their streams and snapshot reads get connections of their own, never pooled; a stream has
+no time limit once open (only its connect and head are bounded by ``timeout``).
 """
 
 from __future__ import annotations
@@ -423,13 +430,13 @@ class OpenDHTStore:
                     stream = await client.stream(f"{endpoint}/key/{key}/listen")
                     if stream.status >= 400:
                         detail = (await stream.read(200))[:200]
-                        raise _HTTPFailure(stream.status, detail)
+                        raise _ErrorStatus(stream.status, detail)
                 # opened before the snapshot: a value put in between is in the stream, not lost
                 snapshot = await self._snapshot(client, endpoint, key)
-            except (HTTPFailure, TimeoutError, OSError, _HTTPFailure) as exc:
+            except (HTTPFailure, TimeoutError, OSError, _ErrorStatus) as exc:
                 if stream is not None:
                     client.forget(stream)
-                reason = str(exc) if isinstance(exc, _HTTPFailure) else transport_reason(exc)
+                reason = str(exc) if isinstance(exc, _ErrorStatus) else transport_reason(exc)
                 failures.append(f"{endpoint}: {reason}")
                 log.warning("opendht watch endpoint failed endpoint=%s reason=%s", endpoint, reason)
                 continue
@@ -549,7 +556,7 @@ class OpenDHTStore:
         raise StoreError(f"opendht: {method} {key}: every endpoint failed: " + "; ".join(failures))
 
 
-class _HTTPFailure(Exception):
+class _ErrorStatus(Exception):
     """An endpoint answered with an HTTP error (internal: becomes part of a StoreError)."""
 
     def __init__(self, status: int, body: bytes) -> None:
