@@ -32,7 +32,6 @@ import h11
 MAX_HEAD = 16 << 10  # bytes of an incomplete answer head h11 holds (a head: at most + one read)
 MAX_REDIRECTS = 10  # aiohttp's: the 10th redirect answer is a failure
 IDLE_SECONDS = 15.0  # aiohttp's keep-alive: an unused pooled connection is closed after it
-MAX_IDLE = 8  # idle connections kept per origin
 READ_SIZE = 64 << 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DRAIN = 64 << 10  # a redirect's body is read (to reuse its connection) up to this much
@@ -216,11 +215,14 @@ class HTTPClient:
     """Requests with pooled keep-alive connections, and streams; for one event loop.
 
     ``fetch`` bodies are bounded by the caller's ``limit``; ``stream`` gives the body as it
-    comes. ``close`` closes idle connections and aborts every open stream.
+    comes. ``close`` closes idle connections and aborts every open stream. ``max_idle``
+    connections are kept per origin: as many as the caller lets requests run at once, or a
+    burst reconnects for all but that many.
     """
 
-    def __init__(self, *, user_agent: str) -> None:
+    def __init__(self, *, user_agent: str, max_idle: int = 8) -> None:
         self.user_agent = user_agent
+        self.max_idle = max_idle
         self.closed = False
         self._idle: dict[Origin, list[_Connection]] = {}
         self._streams: set[Stream] = set()
@@ -381,7 +383,7 @@ class HTTPClient:
     def _release(self, conn: _Connection, whole: bool) -> None:
         """Pool ``conn`` if its answer was read whole and both sides keep it open."""
         conns = self._idle.setdefault(conn.origin, [])
-        if self.closed or not whole or not conn.next_cycle() or len(conns) >= MAX_IDLE:
+        if self.closed or not whole or not conn.next_cycle() or len(conns) >= self.max_idle:
             conn.close()
             return
         conns.append(conn)

@@ -490,7 +490,7 @@ class OpenDHTStore:
     def _client_for_loop(self) -> tuple[HTTPClient, asyncio.Semaphore]:
         """The store's HTTP client (its TLS context and idle connections) and request slots."""
         if self._client is None or self._client.closed or self._slots is None:
-            self._client = HTTPClient(user_agent="stunmeshd")
+            self._client = HTTPClient(user_agent="stunmeshd", max_idle=self.max_concurrency)
             self._slots = asyncio.Semaphore(self.max_concurrency)
         return self._client, self._slots
 

@@ -41,6 +41,7 @@ class RawServer:
         self.connections = 0
         self.requests: list[tuple[int, bytes, bytes]] = []  # (connection, head, body)
         self.gone = asyncio.Event()  # a client hung up on a HANG answer
+        self.hung_up = 0  # connections the client closed between requests
         self.url = ""
         self._server: asyncio.Server | None = None
 
@@ -63,6 +64,7 @@ class RawServer:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, ConnectionError):
+                    self.hung_up += 1
                     return
                 found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
                 body = await reader.readexactly(int(found.group(1))) if found else b""
@@ -114,6 +116,30 @@ async def test_requests_to_one_origin_reuse_a_connection(raw: Any, client: HTTPC
     answers = [await client.fetch("GET", f"{server.url}/k/{i}", limit=100) for i in range(3)]
     assert answers == [(200, b"answer 0.0"), (200, b"answer 0.1"), (200, b"answer 0.2")]
     assert server.connections == 1
+
+
+async def test_idle_connections_beyond_max_idle_are_closed(raw: Any) -> None:
+    both_in = asyncio.Event()
+
+    async def together(conn: int, index: int, head: bytes, body: bytes) -> bytes:
+        if len(server.requests) == 2:
+            both_in.set()
+        await both_in.wait()  # two requests in flight at once: two connections
+        return ok()
+
+    server = await raw(together)
+    client = HTTPClient(user_agent="stunmeshd", max_idle=1)
+    try:
+        await asyncio.gather(*(client.fetch("GET", server.url, limit=9) for _ in range(2)))
+        for _ in range(100):
+            if server.hung_up:
+                break
+            await asyncio.sleep(0.01)
+        assert server.hung_up == 1  # one kept, one closed
+        await client.fetch("GET", server.url, limit=9)
+        assert server.connections == 2  # the kept one served it
+    finally:
+        await client.close()
 
 
 async def test_a_connection_the_server_closes_is_not_reused(raw: Any, client: HTTPClient) -> None:
