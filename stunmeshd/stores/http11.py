@@ -5,15 +5,17 @@ costs a daemon ~12 MB of its ~30 MB, h11 ~0.5 MB. h11 is sans-IO (it parses and 
 keeps each connection's request/response cycle, bounds a head with
 ``max_incomplete_event_size``); this module only moves its bytes over asyncio streams:
 connections (TLS with a context made once, on the first https URL: loading the CA
-certificates costs memory), a small idle pool per origin, redirects, bounded bodies.
+certificates costs memory), an idle pool per origin, redirects, bounded bodies.
 
 What it keeps from aiohttp, which the store used before: a reused connection that fails
 before any byte of the answer (the server closed it while idle) is retried once on a fresh
-one; a connection that errored, was cut short or that the server will close is never pooled;
-idle pooled connections are closed after ``IDLE_SECONDS``; redirects (301, 302, 303, 307,
-308) are followed, at most ``MAX_REDIRECTS`` answers, 303 and a POST's 301/302 becoming a GET
-without body (stunmesh-go's Go net/http follows them too: an http:// proxy that redirects to
-https:// keeps working). Failures are ``HTTPFailure`` with a message fit for a log: host,
+one (aiohttp did so for GET only; here a POST too: the OpenDHT store's one POST, a put,
+repeated adds the same envelope, which readers fold into one); a connection that errored,
+was cut short or that the server will close is never pooled; idle pooled connections are
+closed after ``IDLE_SECONDS``; redirects (301, 302, 303, 307, 308) are followed, at most
+``MAX_REDIRECTS`` answers, 303 and a POST's 301/302 becoming a GET without body
+(stunmesh-go's Go net/http follows them too: an http:// proxy that redirects to https://
+keeps working). Failures are ``HTTPFailure`` with a message fit for a log: host,
 port and what went wrong, never a header. Time limits are the caller's (``asyncio.timeout``):
 a cancelled exchange closes its connection.
 """
