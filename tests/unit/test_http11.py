@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from stunmeshd.stores.http11 import MAX_HEAD, MAX_REDIRECTS, READ_SIZE, HTTPClient, HTTPFailure
-from stunmeshd.stores.opendht import OpenDHTStore
+from stunmeshd.stores.opendht import KEEPALIVE, OpenDHTStore, _enable_keepalive
 
 HANG = b"hang"  # a script's answer: say nothing until the client hangs up
 
@@ -390,15 +391,29 @@ async def tls_server(
 
 
 async def test_https_checks_the_name_and_sends_it(
-    tls_server: tuple[int, list[str | None]], client: HTTPClient
+    tls_server: tuple[int, list[str | None]],
+    client: HTTPClient,
+    raw: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     port, names = tls_server
+    made: list[ssl.SSLContext] = []
+    default_context = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(default_context(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    await client.fetch("GET", (await raw(answer_ok)).url, limit=100)
+    assert made == []  # plain http loads no CA certificates
     url = f"https://localhost:{port}/"
     assert await client.fetch("POST", url, body=b"a", limit=100) == (200, b"over tls a")
     assert await client.fetch("GET", url, limit=100) == (200, b"over tls ")
     assert names == ["localhost"]  # SNI, once: the second request reused the connection
     with pytest.raises(HTTPFailure, match=r"cannot connect.*(?i:certificate)"):
         await client.fetch("GET", f"https://127.0.0.1:{port}/", limit=100)  # not its name
+    assert len(made) == 1  # one context for every https connection
 
 
 async def test_https_refuses_a_certificate_nobody_vouches_for(
@@ -455,6 +470,31 @@ async def test_close_wakes_a_reader_parked_on_a_stream(client: HTTPClient) -> No
         await client.close("the store was closed")
         with pytest.raises(HTTPFailure, match="the store was closed"):
             await asyncio.wait_for(parked, 5)
+
+
+async def test_a_watch_stream_gets_tcp_keepalive(client: HTTPClient, raw: Any) -> None:
+    server = await raw(answer_ok)
+    stream = await client.stream(server.url)
+    _enable_keepalive(stream)
+    sock = stream.socket
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE[0]
+    client.forget(stream)
+
+
+async def test_a_stream_follows_a_redirect_on_connections_of_its_own(
+    raw: Any, client: HTTPClient
+) -> None:
+    async def moved(conn: int, index: int, head: bytes, body: bytes) -> bytes:
+        if head.startswith(b"GET /listen "):
+            return b"HTTP/1.1 307 Moved\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nvalue\n\r\n0\r\n\r\n"
+
+    server = await raw(moved)
+    stream = await client.stream(f"{server.url}/listen")
+    assert (stream.status, await stream.read(100)) == (200, b"value\n")
+    client.forget(stream)
+    assert [conn for conn, _, _ in server.requests] == [0, 1]
 
 
 async def test_a_stream_never_takes_a_pooled_connection(raw: Any, client: HTTPClient) -> None:
