@@ -39,6 +39,7 @@ Anyone may put values under a peer's key, and each new acceptable value is a rea
 re-read; a watch wakes its caller at most once per ``min_wake_interval`` (1 s), folding what
 arrives meanwhile into that one wake, so a flood of puts costs at most one read per second
 per peer; the first value after the stream opened wakes at once (docs/stores.md).
+
 HTTP is http11.py's client (h11 over asyncio), not aiohttp, whose import alone is ~12 MB of
 a daemon's ~30 MB. Per store: one client (one TLS context, made on the first https
 endpoint), at most ``max_concurrency`` (32) get/set in flight, each bounded by ``timeout`` as
