@@ -121,6 +121,8 @@ class _Connection:
                     raise HTTPFailure(f"{self.origin}: answer head over {MAX_HEAD} bytes") from None
                 if not self.answered:
                     raise _Stale(f"{self.origin} closed the connection without answering") from None
+                if self.reader.at_eof():
+                    raise HTTPFailure(f"{self.origin} closed the connection mid-answer") from None
                 raise HTTPFailure(f"{self.origin} answered with broken HTTP") from None
             if event is h11.NEED_DATA:
                 try:

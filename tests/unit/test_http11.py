@@ -188,7 +188,7 @@ async def test_an_answer_cut_short_fails_and_is_not_retried(raw: Any, client: HT
 
     server = await raw(cut)
     await client.fetch("GET", server.url, limit=100)
-    with pytest.raises(HTTPFailure, match=r"mid-answer|broken"):
+    with pytest.raises(HTTPFailure, match="closed the connection mid-answer"):
         await client.fetch("GET", server.url, limit=1000)
     assert server.connections == 1
 
@@ -452,15 +452,17 @@ async def test_an_http_proxy_redirecting_to_https_keeps_working(
 # -- streams ----------------------------------------------------------------------------------
 
 
-async def test_close_wakes_a_reader_parked_on_a_stream(client: HTTPClient) -> None:
-    async def endless(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse()
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        await resp.write(b"first\n")
-        await asyncio.Event().wait()
-        return resp
+async def endless(request: web.Request) -> web.StreamResponse:
+    """A listen stream: one line, then silence."""
+    resp = web.StreamResponse()
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    await resp.write(b"first\n")
+    await asyncio.Event().wait()
+    return resp
 
+
+async def test_close_wakes_a_reader_parked_on_a_stream(client: HTTPClient) -> None:
     async with serve_app({"/": endless}) as url:
         stream = await client.stream(url)
         assert await stream.read_chunk() == b"first\n"
@@ -470,6 +472,24 @@ async def test_close_wakes_a_reader_parked_on_a_stream(client: HTTPClient) -> No
         await client.close("the store was closed")
         with pytest.raises(HTTPFailure, match="the store was closed"):
             await asyncio.wait_for(parked, 5)
+
+
+async def test_a_stream_cut_mid_answer_says_so(client: HTTPClient) -> None:
+    async def broken(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b"first\n")
+        assert request.transport is not None
+        request.transport.close()  # a proxy that died mid-stream
+        return resp
+
+    async with serve_app({"/": broken}) as url:
+        stream = await client.stream(url)
+        assert await stream.read_chunk() == b"first\n"
+        with pytest.raises(HTTPFailure, match="closed the connection mid-answer"):
+            await stream.read_chunk()
+        client.forget(stream)
 
 
 async def test_a_watch_stream_gets_tcp_keepalive(client: HTTPClient, raw: Any) -> None:
