@@ -294,7 +294,10 @@ class HTTPClient:
                 if content_type is not None:
                     headers.append(("Content-Type", content_type))
                 headers.append(("Content-Length", str(len(body))))
-            request = h11.Request(method=method, target=target, headers=headers)
+            try:
+                request = h11.Request(method=method, target=target, headers=headers)
+            except h11.LocalProtocolError:  # a URL (or a redirect's) with spaces, say
+                raise HTTPFailure(f"{origin}: not a valid request target") from None
             conn, head = await self._send(origin, request, body, pooled=pooled)
             location = _header(head.headers, b"location")
             if head.status_code not in REDIRECTS or location is None:

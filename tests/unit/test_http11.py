@@ -328,6 +328,17 @@ async def test_a_redirect_elsewhere_than_http_fails(raw: Any, client: HTTPClient
         await client.fetch("GET", server.url, limit=100)
 
 
+async def test_a_redirect_to_a_target_http_cannot_carry_fails(raw: Any, client: HTTPClient) -> None:
+    async def spaced(conn: int, index: int, head: bytes, body: bytes) -> bytes:
+        return b"HTTP/1.1 302 Found\r\nLocation: /a b\r\nContent-Length: 0\r\n\r\n"
+
+    server = await raw(spaced)
+    with pytest.raises(HTTPFailure, match="not a valid request target"):
+        await client.fetch("GET", server.url, limit=100)
+    with pytest.raises(HTTPFailure, match="not a valid request target"):
+        await client.fetch("GET", f"{server.url}/a b", limit=100)
+
+
 async def test_a_redirect_without_location_is_the_answer(raw: Any, client: HTTPClient) -> None:
     async def no_location(conn: int, index: int, head: bytes, body: bytes) -> bytes:
         return b"HTTP/1.1 302 Found\r\nContent-Length: 4\r\n\r\nhere"
