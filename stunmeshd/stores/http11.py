@@ -368,7 +368,7 @@ class HTTPClient:
                 happy_eyeballs_delay=0.25,
                 limit=READ_SIZE,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a name IDNA cannot encode
             raise HTTPFailure(f"cannot connect to {origin}: {_words(exc)}") from None
         if self.closed:  # close() ran while connecting
             writer.close()
@@ -412,7 +412,7 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
     return None
 
 
-def _words(exc: OSError) -> str:
+def _words(exc: Exception) -> str:
     """An OS or TLS error in words (no request or answer content is in them)."""
     return str(exc) or type(exc).__name__
 

@@ -339,6 +339,18 @@ async def test_a_redirect_to_a_target_http_cannot_carry_fails(raw: Any, client: 
         await client.fetch("GET", f"{server.url}/a b", limit=100)
 
 
+async def test_a_redirect_to_a_name_that_cannot_be_looked_up_fails(
+    raw: Any, client: HTTPClient
+) -> None:
+    async def odd_name(conn: int, index: int, head: bytes, body: bytes) -> bytes:
+        where = b"http://" + b"a" * 64 + b".example/"  # a DNS label is at most 63 bytes
+        return b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % where
+
+    server = await raw(odd_name)
+    with pytest.raises(HTTPFailure, match="cannot connect"):
+        await client.fetch("GET", server.url, limit=100)
+
+
 async def test_a_redirect_without_location_is_the_answer(raw: Any, client: HTTPClient) -> None:
     async def no_location(conn: int, index: int, head: bytes, body: bytes) -> bytes:
         return b"HTTP/1.1 302 Found\r\nContent-Length: 4\r\n\r\nhere"
