@@ -97,6 +97,7 @@ class _Connection:
             and self.h11.their_state is h11.IDLE
             and not self.writer.is_closing()
             and not self.reader.at_eof()
+            and self.reader.exception() is None
         )
 
     async def send(self, *events: h11.Event) -> None:
