@@ -101,7 +101,7 @@ def test_the_lock_pins_exactly_what_stunmeshd_requires(installed: Installed) -> 
                 needed.add(name)
                 todo.append(name)
     assert needed == set(pins())
-    assert "pyroute2" not in needed
+    assert "pyroute2" not in needed and "h11" in needed
 
 
 # ---- where everything is ---------------------------------------------------------------------
