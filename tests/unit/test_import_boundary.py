@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -80,3 +81,23 @@ def test_port_mapping_auto_with_a_shell_store_loads_no_http_stack_until_an_igd_a
     assert loaded(code, ("aiohttp", "async_upnp_client", "stunmeshd.portmap.ssdp")) == [
         "stunmeshd.portmap.ssdp"
     ]
+
+
+def test_the_daemons_command_line_does_not_load_shutil_and_the_compressors() -> None:
+    """argparse's default help formatter imports shutil (with zlib, bz2 and lzma) for the
+    terminal width on every add_argument; the daemon's formatter is told the width."""
+    code = "import stunmeshd.daemon as d\nd.build_parser().parse_args(['-c', 'x'])"
+    assert loaded(code, ("shutil", "bz2", "lzma")) == []
+
+
+def test_the_daemons_help_still_wraps_to_the_terminal_width() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "stunmeshd", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "60"},
+    )
+    assert max(len(line) for line in out.stdout.splitlines()) <= 58
+    assert "--oneshot-wait" in out.stdout
