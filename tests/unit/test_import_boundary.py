@@ -34,6 +34,17 @@ def test_the_daemon_loads_no_http_stack_and_no_netlink_library_up_front(entry: s
     assert loaded(f"import {entry}", heavy) == []
 
 
+def test_a_program_store_is_loaded_only_when_a_plugin_runs_a_program() -> None:
+    programs = ("stunmeshd.stores.exec", "stunmeshd.stores.shell", "stunmeshd.stores.process")
+    assert loaded("import stunmeshd.service, stunmeshd.engine", programs) == []
+    code = (
+        "from stunmeshd.config import PluginConfig\n"
+        "from stunmeshd.stores import create_store\n"
+        "create_store(PluginConfig(name='s', type='shell', command='true'))"
+    )
+    assert loaded(code, programs) == ["stunmeshd.stores.shell", "stunmeshd.stores.process"]
+
+
 def test_a_store_brings_its_http_stack_when_configured() -> None:
     code = (
         "from stunmeshd.config import PluginConfig\n"
