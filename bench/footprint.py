@@ -2,6 +2,7 @@
 
 Two lab hosts connected by their daemons; hostA's daemon has 1 peer (hostB), then, in a new
 lab, 10 (hostB plus 9 generated keys on its device and in its config that never publish).
+hostA's daemon runs as deployed: on a system bus (a private dbus-daemon), its objects exported.
 RSS (VmRSS) is read ``--seconds`` after the daemon started. The store is the lab's OpenDHT
 (``--store dir``: the directory store, a shell plugin, which needs no HTTP stack).
 ``port_mapping`` is at its default (``auto``): the probe, SSDP search included, runs against
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nacl.public import PrivateKey
 
 from stunmeshd.lab.mesh import MeshLab
+from stunmeshd.lab.sysbus import PrivateBus
 
 
 def status_mb(pid: int, field: str) -> float:
@@ -40,7 +42,7 @@ def status_mb(pid: int, field: str) -> float:
 
 
 async def daemon_rss(peers: int, seconds: float, store: str) -> float:
-    async with MeshLab(log_level="info", store=store) as mesh:
+    async with PrivateBus() as bus, MeshLab(log_level="info", store=store) as mesh:
         a, b = mesh.a, mesh.b
         config = mesh.config_for(a, b)
         if peers > 1:
@@ -63,12 +65,14 @@ async def daemon_rss(peers: int, seconds: float, store: str) -> float:
                     "plugin": "lab",
                 }
         mesh.write_config(a, config)
-        started = await mesh.start_daemons()
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(mesh.start_daemon(a, "--bus", bus.address), mesh.start_daemon(b))
         await mesh.wait_handshake(timeout=30)
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, started + seconds - loop.time()))
         proc = a.process
         assert proc is not None and proc.returncode is None, "the daemon died"
+        assert "running without D-Bus" not in a.log_text(), "the daemon is not on the bus"
         rss, peak = status_mb(proc.pid, "VmRSS"), status_mb(proc.pid, "VmHWM")
     print(
         f"{peers} peer(s), {store} store, after {seconds:.0f} s: RSS {rss:.1f} MB (peak {peak:.1f})"

@@ -105,7 +105,7 @@ def set_level(level: str) -> None:
         ) from None
     logging.getLogger().setLevel(value)
     # third-party chatter stays at warning unless we debug
-    for noisy in ("asyncio", "aiohttp", "pyroute2"):
+    for noisy in ("asyncio", "aiohttp"):
         logging.getLogger(noisy).setLevel(max(value, logging.WARNING))
 
 

@@ -1,10 +1,11 @@
 """From a ``plugins.<name>`` block to a Store object, without doing any I/O.
 
 ``type: exec`` and ``type: shell`` are built in. ``type: builtin`` picks a store class by its
-``name``: stunmeshd's own (``cloudflare``, ``opendht``, imported only when used, so their
-dependencies are not needed otherwise) or a third-party one registered as an entry point in
-the group ``stunmeshd.stores`` (``mystore = "mypkg.store:MyStore"``). A built-in name wins
-over an entry point of the same name.
+``name``: stunmeshd's own (``cloudflare``, ``opendht``) or a third-party one registered as an
+entry point in the group ``stunmeshd.stores`` (``mystore = "mypkg.store:MyStore"``). A
+built-in name wins over an entry point of the same name. Every store's module is imported only
+when a plugin uses it: a daemon holds the code (and the HTTP stack) of the stores it runs,
+nothing else.
 
 The contract for every store class: ``@classmethod from_config(cls, cfg: PluginConfig) ->
 Self`` that validates ``cfg`` (raising ConfigError with key ``plugins.<name>.<key>``) and does
@@ -27,8 +28,6 @@ from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError
 from stunmeshd.stores.base import PLAIN, Store, StoreCapabilities
 from stunmeshd.stores.dedup import DedupStore
-from stunmeshd.stores.exec import ExecStore
-from stunmeshd.stores.shell import ShellStore
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -40,9 +39,9 @@ BUILTINS: dict[str, str] = {
     "cloudflare": "stunmeshd.stores.cloudflare:CloudflareStore",
     "opendht": "stunmeshd.stores.opendht:OpenDHTStore",
 }
-PROGRAM_TYPES: dict[str, type[ExecStore] | type[ShellStore]] = {
-    "exec": ExecStore,
-    "shell": ShellStore,
+PROGRAM_TYPES: dict[str, str] = {
+    "exec": "stunmeshd.stores.exec:ExecStore",
+    "shell": "stunmeshd.stores.shell:ShellStore",
 }
 
 
@@ -150,7 +149,7 @@ def create_store(cfg: PluginConfig) -> Store:
     where = f"plugins.{cfg.name}"
     cls: type
     if cfg.type in PROGRAM_TYPES:
-        cls, label = PROGRAM_TYPES[cfg.type], cfg.type
+        cls, label = _import_target(PROGRAM_TYPES[cfg.type]), cfg.type
     elif cfg.type == "builtin":
         if not cfg.builtin:
             known = ", ".join(sorted(builtin_names()))

@@ -7,6 +7,7 @@ run its commands there, and uninstall a copy of the staging tree.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.installed import REPO, WHEELHOUSE, Installed, offline, table, world_readable
 
@@ -78,6 +80,28 @@ def test_runtime_holds_exactly_the_pinned_libraries(installed: Installed) -> Non
         installed.python, "-I", "-c", "import stunmeshd; print(stunmeshd.__version__)"
     ).stdout.strip()
     assert found == {**pins(), "stunmeshd": version}  # no pip, no setuptools, nothing else
+
+
+def test_the_lock_pins_exactly_what_stunmeshd_requires(installed: Installed) -> None:
+    """The lock is the closure of pyproject's runtime dependencies, read from the installed
+    wheels' metadata: a library the daemon dropped (pyroute2: wireguard/netlink.py encodes
+    netlink itself) or one only the tests use cannot stay in the package unnoticed."""
+    site = next((installed.runtime / "lib").glob("python3*/site-packages"))
+    dists = {
+        d.metadata["Name"].lower().replace("_", "-"): d
+        for d in importlib.metadata.distributions(path=[str(site)])
+    }
+    needed: set[str] = set()
+    todo = ["stunmeshd"]
+    while todo:
+        for line in dists[todo.pop()].requires or []:
+            req = Requirement(line)
+            name = req.name.lower().replace("_", "-")
+            if (req.marker is None or req.marker.evaluate({"extra": ""})) and name not in needed:
+                needed.add(name)
+                todo.append(name)
+    assert needed == set(pins())
+    assert "pyroute2" not in needed and "h11" in needed
 
 
 # ---- where everything is ---------------------------------------------------------------------

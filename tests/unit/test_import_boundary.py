@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -25,8 +27,22 @@ def loaded(code: str, names: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize("entry", ["stunmeshd.service", "stunmeshd.engine", "stunmeshd.netwatch"])
 def test_the_daemon_loads_no_http_stack_and_no_netlink_library_up_front(entry: str) -> None:
+    # all importable here (pyroute2 from the test extra), so "not loaded" means "not imported";
+    # the package's runtime has no pyroute2 at all (tests/packaging/test_install.py)
     heavy = ("aiohttp", "pyroute2", "stunmeshd.stores.cloudflare", "stunmeshd.stores.opendht")
+    assert all(importlib.util.find_spec(name) for name in heavy)
     assert loaded(f"import {entry}", heavy) == []
+
+
+def test_a_program_store_is_loaded_only_when_a_plugin_runs_a_program() -> None:
+    programs = ("stunmeshd.stores.exec", "stunmeshd.stores.shell", "stunmeshd.stores.process")
+    assert loaded("import stunmeshd.service, stunmeshd.engine", programs) == []
+    code = (
+        "from stunmeshd.config import PluginConfig\n"
+        "from stunmeshd.stores import create_store\n"
+        "create_store(PluginConfig(name='s', type='shell', command='true'))"
+    )
+    assert loaded(code, programs) == ["stunmeshd.stores.shell", "stunmeshd.stores.process"]
 
 
 # aiohttp's import tree: ~12 MB of a daemon's RSS that the OpenDHT store does without
@@ -98,3 +114,23 @@ def test_port_mapping_auto_with_a_shell_store_loads_no_http_stack_until_an_igd_a
     assert loaded(code, ("aiohttp", "async_upnp_client", "stunmeshd.portmap.ssdp")) == [
         "stunmeshd.portmap.ssdp"
     ]
+
+
+def test_the_daemons_command_line_does_not_load_shutil_and_the_compressors() -> None:
+    """argparse's default help formatter imports shutil (with zlib, bz2 and lzma) for the
+    terminal width on every add_argument; the daemon's formatter is told the width."""
+    code = "import stunmeshd.daemon as d\nd.build_parser().parse_args(['-c', 'x'])"
+    assert loaded(code, ("shutil", "bz2", "lzma")) == []
+
+
+def test_the_daemons_help_still_wraps_to_the_terminal_width() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "stunmeshd", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "60"},
+    )
+    assert max(len(line) for line in out.stdout.splitlines()) <= 58
+    assert "--oneshot-wait" in out.stdout
