@@ -1,4 +1,4 @@
-"""Helpers shared by the HTTP stores (OpenDHT, Cloudflare): bounded bodies, readable errors."""
+"""The Cloudflare store's aiohttp session, bounded bodies, readable errors (OpenDHT: http11.py)."""
 
 from __future__ import annotations
 

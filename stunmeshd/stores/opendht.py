@@ -39,6 +39,14 @@ Anyone may put values under a peer's key, and each new acceptable value is a rea
 re-read; a watch wakes its caller at most once per ``min_wake_interval`` (1 s), folding what
 arrives meanwhile into that one wake, so a flood of puts costs at most one read per second
 per peer; the first value after the stream opened wakes at once (docs/stores.md).
+
+HTTP is http11.py's client (h11 over asyncio), not aiohttp, whose import alone is ~12 MB of
+a daemon's ~30 MB. Per store: one client (one TLS context, made on the first https
+endpoint), at most ``max_concurrency`` (32) get/set in flight, each bounded by ``timeout`` as
+a whole and answered on an idle keep-alive connection to its endpoint where there is one;
+redirects are followed as aiohttp and Go's net/http follow them. Watches take no slot and
+their streams and snapshot reads get connections of their own, never pooled; a stream has
+no time limit once open (only its connect and head are bounded by ``timeout``).
 """
 
 from __future__ import annotations
@@ -51,17 +59,15 @@ import logging
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Self
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from stunmeshd.config import PluginConfig, parse_duration
 from stunmeshd.errors import ConfigError, StoreError
 from stunmeshd.logs import Throttle
 from stunmeshd.stores.base import StoreCapabilities, check_key, check_value
-from stunmeshd.stores.http import PooledSession, read_bounded, transport_reason
+from stunmeshd.stores.http11 import HTTPClient, HTTPFailure, Stream, transport_reason
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +229,7 @@ def resolve_endpoints(cfg: PluginConfig) -> tuple[str, ...]:
     return tuple(endpoints)
 
 
-class OpenDHTStore(PooledSession):
+class OpenDHTStore:
     """An OpenDHT proxy (or several, in fail-over order) as a record store."""
 
     # Values expire after 600 s: republished every 240 s and never skipped by dedup; every
@@ -234,6 +240,7 @@ class OpenDHTStore(PooledSession):
     max_future_skew = MAX_FUTURE_SKEW  # seconds a value's ts may lie ahead of our clock
     min_wake_interval = 1.0  # s: a watch wakes its caller (a re-read) at most this often
     watch_idle_check = 30.0  # s of silence on a stream before its proxy is probed
+    max_concurrency = 32  # requests in flight (watches not counted)
 
     def __init__(
         self,
@@ -252,10 +259,8 @@ class OpenDHTStore(PooledSession):
         self.timeout = timeout
         self.dedup = False  # never: values expire, a skipped refresh loses the record
         self.clock = clock  # unix time for envelope ts; replaceable in tests
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HTTPClient | None = None  # made in the loop that first uses it
         self._slots: asyncio.Semaphore | None = None
-        self._watch_session: aiohttp.ClientSession | None = None
-        self._watching: set[aiohttp.ClientResponse] = set()  # open streams, for close()
         self._alive: dict[str, float] = {}  # endpoint -> loop time it last answered
         self._probes: dict[str, asyncio.Future[bool]] = {}  # shared liveness probes
 
@@ -317,15 +322,16 @@ class OpenDHTStore(PooledSession):
         the open one breaks or ends or the store is closed (the caller re-establishes, with
         backoff; the first yield of the new watch covers what happened in between).
 
-        Watches have a session of their own with no request slots: a long-lived stream per
-        peer must not starve ``get``/``set``. Close it promptly (``contextlib.aclosing``) when
-        not iterating to the end; cancellation closes the connection.
+        Watches take no request slots and each has a connection of its own, never pooled: a
+        long-lived stream per peer must not starve ``get``/``set``. The stream has no time
+        limit once open (the idle check above watches it). Close it promptly
+        (``contextlib.aclosing``) when not iterating to the end; cancellation closes the
+        connection.
         """
         key = check_key(key)
-        session = self._watch_session_for_loop()
-        resp, endpoint, seen = await self._open_watch(session, key)
-        lines = _LineReader(resp, MAX_LINE)
-        self._watching.add(resp)
+        client, _ = self._client_for_loop()
+        stream, endpoint, seen = await self._open_watch(client, key)
+        lines = _LineReader(stream.read_chunk, MAX_LINE)
         try:
             loop = asyncio.get_running_loop()
             # the open's yield is not counted: the first value after it (typically the peer
@@ -347,7 +353,7 @@ class OpenDHTStore(PooledSession):
                     raise StoreError(
                         f"opendht: watch {key} at {endpoint}: the proxy stopped answering"
                     ) from None
-                except (aiohttp.ClientError, OSError) as exc:
+                except (HTTPFailure, OSError) as exc:
                     reason = transport_reason(exc)
                     _noise.warning(
                         log,
@@ -385,8 +391,7 @@ class OpenDHTStore(PooledSession):
                     last_wake = loop.time()
                     yield
         finally:
-            self._watching.discard(resp)
-            resp.close()
+            client.forget(stream)
 
     async def _responsive(self, endpoint: str) -> bool:
         """Whether ``endpoint`` answered anything lately, else a cheap ``GET /`` (node info).
@@ -404,50 +409,48 @@ class OpenDHTStore(PooledSession):
         return await asyncio.shield(probe)
 
     async def _probe(self, endpoint: str) -> bool:
-        session, _ = self._session_for_loop()
+        client, _ = self._client_for_loop()
         try:
-            async with asyncio.timeout(self.timeout), session.get(f"{endpoint}/") as resp:
-                await read_bounded(resp, 4096)
-        except (aiohttp.ClientError, TimeoutError, OSError):
+            async with asyncio.timeout(self.timeout):
+                await client.fetch("GET", f"{endpoint}/", limit=4096)
+        except (HTTPFailure, TimeoutError, OSError):
             return False
         self._alive[endpoint] = asyncio.get_running_loop().time()
         return True
 
     async def _open_watch(
-        self, session: aiohttp.ClientSession, key: str
-    ) -> tuple[aiohttp.ClientResponse, str, dict[tuple[int, str], None]]:
+        self, client: HTTPClient, key: str
+    ) -> tuple[Stream, str, dict[tuple[int, str], None]]:
         """The first endpoint that opens a listen stream, with what the key held by then."""
         failures: list[str] = []
         for endpoint in self.endpoints:
-            resp: aiohttp.ClientResponse | None = None
+            stream: Stream | None = None
             try:
-                async with asyncio.timeout(self.timeout):
-                    _check_open(session)
-                    resp = await session.get(f"{endpoint}/key/{key}/listen")
-                    if resp.status >= 400:
-                        detail = (await read_bounded(resp, 200))[:200]
-                        raise _HTTPFailure(resp.status, detail)
+                async with asyncio.timeout(self.timeout):  # the connect and the answer's head
+                    _check_open(client)
+                    stream = await client.stream(f"{endpoint}/key/{key}/listen")
+                    if stream.status >= 400:
+                        detail = (await stream.read(200))[:200]
+                        raise _ErrorStatus(stream.status, detail)
                 # opened before the snapshot: a value put in between is in the stream, not lost
-                snapshot = await self._snapshot(session, endpoint, key)
-            except (aiohttp.ClientError, TimeoutError, OSError, _HTTPFailure) as exc:
-                if resp is not None:
-                    resp.close()
-                reason = str(exc) if isinstance(exc, _HTTPFailure) else transport_reason(exc)
+                snapshot = await self._snapshot(client, endpoint, key)
+            except (HTTPFailure, TimeoutError, OSError, _ErrorStatus) as exc:
+                if stream is not None:
+                    client.forget(stream)
+                reason = str(exc) if isinstance(exc, _ErrorStatus) else transport_reason(exc)
                 failures.append(f"{endpoint}: {reason}")
                 log.warning("opendht watch endpoint failed endpoint=%s reason=%s", endpoint, reason)
                 continue
             except BaseException:
-                if resp is not None:
-                    resp.close()
+                if stream is not None:
+                    client.forget(stream)
                 raise
-            _enable_keepalive(resp)
+            _enable_keepalive(stream)
             log.debug("opendht watch open endpoint=%s values=%d", endpoint, len(snapshot))
-            return resp, endpoint, dict.fromkeys(snapshot)
+            return stream, endpoint, dict.fromkeys(snapshot)
         raise StoreError(f"opendht: watch {key}: every endpoint failed: " + "; ".join(failures))
 
-    async def _snapshot(
-        self, session: aiohttp.ClientSession, endpoint: str, key: str
-    ) -> list[tuple[int, str]]:
+    async def _snapshot(self, client: HTTPClient, endpoint: str, key: str) -> list[tuple[int, str]]:
         """The acceptable values under ``key`` now, from the proxy that streams it.
 
         A get that fails or is slow (a DHT get waits for unresponsive nodes to time out) does
@@ -456,11 +459,10 @@ class OpenDHTStore(PooledSession):
         """
         try:
             async with asyncio.timeout(self.timeout):
-                _check_open(session)
-                async with session.get(f"{endpoint}/key/{key}") as snap:
-                    body = await read_bounded(snap, MAX_BODY)
-                    status = snap.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                _check_open(client)
+                url = f"{endpoint}/key/{key}"  # like the stream: a connection of its own
+                status, body = await client.fetch("GET", url, limit=MAX_BODY, pooled=False)
+        except (HTTPFailure, TimeoutError, OSError) as exc:
             log.info(
                 "opendht watch without snapshot endpoint=%s reason=%s",
                 endpoint,
@@ -477,49 +479,39 @@ class OpenDHTStore(PooledSession):
         )
 
     async def close(self) -> None:
-        """Close the HTTP sessions (a later call opens new ones); open watches then fail."""
-        session, self._session = self._session, None
-        watch_session, self._watch_session = self._watch_session, None
+        """Close the HTTP client (a later call opens a new one); open watches then fail."""
+        client, self._client = self._client, None
         self._slots = None
         for probe in self._probes.values():
             probe.cancel()
         self._probes.clear()
-        # closing a session does not wake a reader parked on a stream (aiohttp drops the
-        # payload before the connection is lost), so end each open watch's read explicitly
-        for resp in self._watching:
-            resp.content.set_exception(aiohttp.ClientConnectionError("the store was closed"))
-        self._watching.clear()
-        if session is not None:
-            await session.close()
-        if watch_session is not None:
-            await watch_session.close()
+        if client is not None:
+            await client.close("the store was closed")  # wakes watches parked on streams
 
-    def _watch_session_for_loop(self) -> aiohttp.ClientSession:
-        """Watches' own session: no request slots, no total or read timeout, no pooling."""
-        if self._watch_session is None or self._watch_session.closed:
-            self._watch_session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=True),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=None, sock_connect=self.timeout, sock_read=None
-                ),
-                headers={"User-Agent": "stunmeshd"},
-            )
-        return self._watch_session
+    def _client_for_loop(self) -> tuple[HTTPClient, asyncio.Semaphore]:
+        """The store's HTTP client (its TLS context and idle connections) and request slots."""
+        if self._client is None or self._client.closed or self._slots is None:
+            self._client = HTTPClient(user_agent="stunmeshd", max_idle=self.max_concurrency)
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+        return self._client, self._slots
 
     async def _request(self, method: str, key: str, body: bytes | None = None) -> bytes:
         """The first endpoint's answer that is not a failure; StoreError naming every failure."""
-        session, slots = self._session_for_loop()
+        client, slots = self._client_for_loop()
         failures: list[str] = []
         async with slots:
             for endpoint in self.endpoints:
                 url = f"{endpoint}/key/{key}"
                 try:
-                    async with session.request(
-                        method, url, data=body, headers={"Content-Type": "application/json"}
-                    ) as resp:
-                        raw = await read_bounded(resp, MAX_BODY)
-                        status = resp.status
-                except (aiohttp.ClientError, TimeoutError) as exc:
+                    async with asyncio.timeout(self.timeout):
+                        status, raw = await client.fetch(
+                            method,
+                            url,
+                            body=body,
+                            content_type="application/json" if body is not None else None,
+                            limit=MAX_BODY,
+                        )
+                except (HTTPFailure, TimeoutError, OSError) as exc:
                     reason = transport_reason(exc)
                     failures.append(f"{endpoint}: {reason}")
                     _noise.warning(
@@ -565,7 +557,7 @@ class OpenDHTStore(PooledSession):
         raise StoreError(f"opendht: {method} {key}: every endpoint failed: " + "; ".join(failures))
 
 
-class _HTTPFailure(Exception):
+class _ErrorStatus(Exception):
     """An endpoint answered with an HTTP error (internal: becomes part of a StoreError)."""
 
     def __init__(self, status: int, body: bytes) -> None:
@@ -580,8 +572,8 @@ class _LineReader:
     proxy, or anyone who put a huge value, cannot make the reader buffer without end.
     """
 
-    def __init__(self, resp: aiohttp.ClientResponse, limit: int) -> None:
-        self._resp = resp
+    def __init__(self, read: Callable[[], Awaitable[bytes]], limit: int) -> None:
+        self._read = read  # the next piece of the body, b"" at its end
         self._limit = limit
         self._partial = bytearray()
         self._skipping = False  # inside an over-long line, until its newline
@@ -594,7 +586,7 @@ class _LineReader:
     async def next_batch(self) -> list[bytes] | None:
         """The lines completed by the next data to arrive; None at the end of the stream."""
         while True:
-            chunk = await self._resp.content.readany()
+            chunk = await self._read()
             if not chunk:
                 return None
             lines = self._feed(chunk)
@@ -625,16 +617,15 @@ class _LineReader:
         return lines
 
 
-def _check_open(session: aiohttp.ClientSession) -> None:
-    """close() ran while a watch was opening: stop, rather than fail on a closed session."""
-    if session.closed:
+def _check_open(client: HTTPClient) -> None:
+    """close() ran while a watch was opening: stop, rather than fail on a closed client."""
+    if client.closed:
         raise StoreError("opendht: the store was closed")
 
 
-def _enable_keepalive(resp: aiohttp.ClientResponse) -> None:
+def _enable_keepalive(stream: Stream) -> None:
     """TCP keep-alive on a watch: the proxy is silent while idle, so only probes find it gone."""
-    conn = resp.connection
-    sock = conn.transport.get_extra_info("socket") if conn and conn.transport else None
+    sock = stream.socket
     if sock is None:
         return
     idle, interval, count = KEEPALIVE

@@ -45,14 +45,36 @@ def test_a_program_store_is_loaded_only_when_a_plugin_runs_a_program() -> None:
     assert loaded(code, programs) == ["stunmeshd.stores.shell", "stunmeshd.stores.process"]
 
 
-def test_a_store_brings_its_http_stack_when_configured() -> None:
+# aiohttp's import tree: ~12 MB of a daemon's RSS that the OpenDHT store does without
+AIOHTTP_TREE = ("aiohttp", "email", "http.client", "urllib.request", "yarl", "multidict", "attr")
+
+
+def test_an_opendht_store_brings_h11_and_nothing_of_aiohttps_tree() -> None:
     code = (
         "from stunmeshd.config import PluginConfig\n"
         "from stunmeshd.stores import create_store\n"
-        "create_store(PluginConfig(name='d', type='builtin', builtin='opendht',"
-        " options={'endpoints': ['http://127.0.0.1:1']}))"
+        "import asyncio\n"
+        "store = create_store(PluginConfig(name='d', type='builtin', builtin='opendht',"
+        " options={'endpoints': ['http://127.0.0.1:1', 'https://127.0.0.1:1']}))\n"
+        "try:\n"
+        "    asyncio.run(store.get('0' * 40))\n"  # every module a request and a TLS connect use
+        "except Exception as exc:\n"
+        "    assert 'every endpoint failed' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('a get from two dead endpoints succeeded')\n"
     )
-    assert loaded(code, ("aiohttp", "stunmeshd.stores.cloudflare")) == ["aiohttp"]
+    names = ("h11", "stunmeshd.stores.cloudflare", *AIOHTTP_TREE)
+    assert loaded(code, names) == ["h11"]
+
+
+def test_a_cloudflare_store_brings_aiohttp_when_configured() -> None:
+    code = (
+        "from stunmeshd.config import PluginConfig\n"
+        "from stunmeshd.stores import create_store\n"
+        "create_store(PluginConfig(name='c', type='builtin', builtin='cloudflare',"
+        " options={'zone': 'example.org', 'token': 't'}))"
+    )
+    assert loaded(code, ("aiohttp", "stunmeshd.stores.opendht")) == ["aiohttp"]
 
 
 def test_kernel_wireguard_costs_one_module_and_no_netlink_library() -> None:
