@@ -416,10 +416,3 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
 def _words(exc: Exception) -> str:
     """An OS or TLS error in words (no request or answer content is in them)."""
     return str(exc) or type(exc).__name__
-
-
-def transport_reason(exc: BaseException) -> str:
-    """A failure of this client in words, for logs and StoreErrors."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
