@@ -24,6 +24,17 @@ def check_key(key: str) -> str:
     return key
 
 
+def transport_reason(exc: BaseException) -> str:
+    """A store's transport failure in words, for logs and StoreErrors.
+
+    Both HTTP clients' messages name host and port, never a header or a body; a time limit
+    reached says so (its exception has no message).
+    """
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
 def check_value(value: str) -> str:
     """The value, if it is non-empty lower hex of whole bytes (a sealed record)."""
     if not isinstance(value, str) or not _VALUE_RE.fullmatch(value):

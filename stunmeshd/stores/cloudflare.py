@@ -51,8 +51,8 @@ import aiohttp
 from stunmeshd.config import PluginConfig
 from stunmeshd.errors import ConfigError, StoreError
 from stunmeshd.logs import Throttle
-from stunmeshd.stores.base import StoreCapabilities, check_key, check_value
-from stunmeshd.stores.http import PooledSession, read_bounded, transport_reason
+from stunmeshd.stores.base import StoreCapabilities, check_key, check_value, transport_reason
+from stunmeshd.stores.http import PooledSession, read_bounded
 from stunmeshd.stores.ratelimit import BudgetExhausted, RequestBudget, shared_budget
 
 log = logging.getLogger(__name__)

@@ -44,10 +44,3 @@ async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         if size > limit:
             break
     return b"".join(chunks)[: limit + 1]
-
-
-def transport_reason(exc: BaseException) -> str:
-    """A transport failure in words (aiohttp's messages name host and port, never headers)."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__

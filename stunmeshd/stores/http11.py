@@ -4,8 +4,9 @@ The OpenDHT store's client: aiohttp's import alone (email, http.client, yarl, mu
 costs a daemon ~12 MB of its ~30 MB, h11 ~0.5 MB. h11 is sans-IO (it parses and frames,
 keeps each connection's request/response cycle, bounds a head with
 ``max_incomplete_event_size``); this module only moves its bytes over asyncio streams:
-connections (TLS with a context made once, on the first https URL: loading the CA
-certificates costs memory), an idle pool per origin, redirects, bounded bodies.
+connections (TLS with a context made once, on the first https URL, that reads a CA
+certificate only when a server's chain names it: see ``tls_context``), an idle pool per
+origin, redirects, bounded bodies.
 
 What it keeps from aiohttp, which the store used before: a reused connection that fails
 before any byte of the answer (the server closed it while idle) is retried once on a fresh
@@ -23,6 +24,8 @@ a cancelled exchange closes its connection.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ MAX_REDIRECTS = 10  # aiohttp's: the 10th redirect answer is a failure
 IDLE_SECONDS = 15.0  # aiohttp's keep-alive: an unused pooled connection is closed after it
 READ_SIZE = 64 << 10
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_HASH_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")  # a CA directory's lookup names
 _DRAIN = 64 << 10  # a redirect's body is read (to reuse its connection) up to this much
 
 
@@ -358,7 +362,7 @@ class HTTPClient:
         tls: ssl.SSLContext | None = None
         if origin.scheme == "https":
             if self._tls is None:
-                self._tls = ssl.create_default_context()
+                self._tls = await asyncio.to_thread(tls_context)  # reads CA files
             tls = self._tls
         try:
             reader, writer = await asyncio.open_connection(
@@ -406,6 +410,30 @@ class HTTPClient:
         conn.close()
 
 
+def tls_context() -> ssl.SSLContext:
+    """A context that checks servers against the system's CAs, holding only the CAs it uses.
+
+    ``ssl.create_default_context()`` loads the whole CA bundle file, ~140 certificates and
+    ~1.2 MB of a daemon's RSS, at the first https URL. From a hashed CA directory (Debian's
+    /etc/ssl/certs, kept by update-ca-certificates) OpenSSL reads a root only when a
+    server's chain names it. SSL_CERT_FILE, or a directory without hash links, keeps the
+    default context. Blocking (reads the directory): call it in a thread.
+    """
+    capath = ssl.get_default_verify_paths().capath  # SSL_CERT_DIR's, if that is set
+    if "SSL_CERT_FILE" not in os.environ and capath and _has_hash_links(capath):
+        return ssl.create_default_context(capath=capath)
+    return ssl.create_default_context()
+
+
+def _has_hash_links(directory: str) -> bool:
+    """Whether ``directory`` holds OpenSSL's ``<subject hash>.<n>`` names (c_rehash's)."""
+    try:
+        with os.scandir(directory) as entries:
+            return any(_HASH_NAME.fullmatch(entry.name) for entry in entries)
+    except OSError:
+        return False
+
+
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     for key, value in headers:
         if key == name:
@@ -415,11 +443,4 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None
 
 def _words(exc: Exception) -> str:
     """An OS or TLS error in words (no request or answer content is in them)."""
-    return str(exc) or type(exc).__name__
-
-
-def transport_reason(exc: BaseException) -> str:
-    """A failure of this client in words, for logs and StoreErrors."""
-    if isinstance(exc, TimeoutError):
-        return "timed out"
     return str(exc) or type(exc).__name__

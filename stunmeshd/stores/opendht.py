@@ -66,8 +66,8 @@ from urllib.parse import urlsplit
 from stunmeshd.config import PluginConfig, parse_duration
 from stunmeshd.errors import ConfigError, StoreError
 from stunmeshd.logs import Throttle
-from stunmeshd.stores.base import StoreCapabilities, check_key, check_value
-from stunmeshd.stores.http11 import HTTPClient, HTTPFailure, Stream, transport_reason
+from stunmeshd.stores.base import StoreCapabilities, check_key, check_value, transport_reason
+from stunmeshd.stores.http11 import HTTPClient, HTTPFailure, Stream
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from stunmeshd.stores.http11 import MAX_HEAD, MAX_REDIRECTS, READ_SIZE, HTTPClient, HTTPFailure
+from stunmeshd.stores.http11 import (
+    MAX_HEAD,
+    MAX_REDIRECTS,
+    READ_SIZE,
+    HTTPClient,
+    HTTPFailure,
+    tls_context,
+)
 from stunmeshd.stores.opendht import KEEPALIVE, OpenDHTStore, _enable_keepalive
 
 HANG = b"hang"  # a script's answer: say nothing until the client hangs up
@@ -575,3 +582,70 @@ class serve_app:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.runner.cleanup()
+
+
+def _hashed_ca_directory(where: Path, cert: Path) -> Path:
+    """A CA directory as update-ca-certificates keeps it: ``<subject hash>.0`` names."""
+    subject_hash = subprocess.run(
+        ["openssl", "x509", "-hash", "-noout", "-in", str(cert)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    where.mkdir()
+    (where / f"{subject_hash}.0").write_bytes(cert.read_bytes())
+    return where
+
+
+async def test_a_hashed_ca_directory_is_read_only_for_the_root_a_server_names(
+    tls_server: tuple[int, list[str | None]],
+    certificate: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole CA bundle costs ~1.2 MB of RSS; from a hashed directory OpenSSL loads the
+    one root a server's chain names, when it names it."""
+    port, _ = tls_server
+    monkeypatch.delenv("SSL_CERT_FILE")
+    monkeypatch.setenv("SSL_CERT_DIR", str(_hashed_ca_directory(tmp_path / "ca", certificate[0])))
+    context = tls_context()
+    assert context.cert_store_stats()["x509_ca"] == 0  # nothing read yet
+    client = HTTPClient(user_agent="stunmeshd")
+    client._tls = context
+    try:
+        assert await client.fetch("GET", f"https://localhost:{port}/", limit=100) == (
+            200,
+            b"over tls ",
+        )
+    finally:
+        await client.close()
+    assert context.cert_store_stats()["x509_ca"] == 1  # the server's root, looked up
+
+
+def test_a_ca_directory_without_hash_links_falls_back_to_the_bundle(
+    certificate: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A distribution whose CA directory holds only bundles (no c_rehash links) would
+    verify nothing from it: the default context, bundle and all, is used instead."""
+    plain = tmp_path / "certs"
+    plain.mkdir()
+    (plain / "ca-bundle.crt").write_bytes(certificate[0].read_bytes())
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("SSL_CERT_DIR", str(plain))
+    made: list[dict[str, Any]] = []
+    default_context = ssl.create_default_context
+
+    def recorded(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(kwargs)
+        return default_context(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", recorded)
+    tls_context()
+    assert made == [{}]  # no capath: the bundle file, as ssl's default
+    hashed = _hashed_ca_directory(tmp_path / "hashed", certificate[0])
+    monkeypatch.setenv("SSL_CERT_DIR", str(hashed))
+    tls_context()
+    assert made[-1] == {"capath": str(hashed)}
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    tls_context()
+    assert made[-1] == {}  # an explicit CA file keeps its meaning
