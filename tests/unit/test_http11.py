@@ -326,36 +326,29 @@ async def test_a_redirect_loop_ends(raw: Any, client: HTTPClient) -> None:
     assert len(server.requests) == MAX_REDIRECTS
 
 
-async def test_a_redirect_elsewhere_than_http_fails(raw: Any, client: HTTPClient) -> None:
-    async def elsewhere(conn: int, index: int, head: bytes, body: bytes) -> bytes:
-        return b"HTTP/1.1 302 Found\r\nLocation: ftp://example.org/\r\nContent-Length: 0\r\n\r\n"
+@pytest.mark.parametrize(
+    ("location", "failure"),
+    [
+        (b"ftp://example.org/", "not http"),
+        (b"/a b", "not a valid request target"),  # a target HTTP cannot carry
+        (b"http://" + b"a" * 64 + b".example/", "cannot connect"),  # a DNS label is <= 63 bytes
+    ],
+)
+async def test_a_redirect_somewhere_unreachable_fails_as_httpfailure(
+    raw: Any, client: HTTPClient, location: bytes, failure: str
+) -> None:
+    async def redirect(conn: int, index: int, head: bytes, body: bytes) -> bytes:
+        return b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location
 
-    server = await raw(elsewhere)
-    with pytest.raises(HTTPFailure, match="not http"):
+    server = await raw(redirect)
+    with pytest.raises(HTTPFailure, match=failure):
         await client.fetch("GET", server.url, limit=100)
 
 
-async def test_a_redirect_to_a_target_http_cannot_carry_fails(raw: Any, client: HTTPClient) -> None:
-    async def spaced(conn: int, index: int, head: bytes, body: bytes) -> bytes:
-        return b"HTTP/1.1 302 Found\r\nLocation: /a b\r\nContent-Length: 0\r\n\r\n"
-
-    server = await raw(spaced)
-    with pytest.raises(HTTPFailure, match="not a valid request target"):
-        await client.fetch("GET", server.url, limit=100)
+async def test_a_url_with_a_target_http_cannot_carry_fails(raw: Any, client: HTTPClient) -> None:
+    server = await raw(answer_ok)
     with pytest.raises(HTTPFailure, match="not a valid request target"):
         await client.fetch("GET", f"{server.url}/a b", limit=100)
-
-
-async def test_a_redirect_to_a_name_that_cannot_be_looked_up_fails(
-    raw: Any, client: HTTPClient
-) -> None:
-    async def odd_name(conn: int, index: int, head: bytes, body: bytes) -> bytes:
-        where = b"http://" + b"a" * 64 + b".example/"  # a DNS label is at most 63 bytes
-        return b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % where
-
-    server = await raw(odd_name)
-    with pytest.raises(HTTPFailure, match="cannot connect"):
-        await client.fetch("GET", server.url, limit=100)
 
 
 async def test_a_redirect_without_location_is_the_answer(raw: Any, client: HTTPClient) -> None:
