@@ -25,12 +25,12 @@ Policy decisions (documented because servers differ):
 
 from __future__ import annotations
 
+import binascii
 import enum
 import ipaddress
 import os
 import socket
 import struct
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -194,7 +194,7 @@ def encode_message(
     length = len(body) + (8 if fingerprint else 0)
     data = _HEADER.pack(message_type(method, cls), length, MAGIC_COOKIE, transaction_id) + body
     if fingerprint:
-        crc = (zlib.crc32(data) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+        crc = (binascii.crc32(data) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
         data += _ATTR_HEADER.pack(Attr.FINGERPRINT, 4) + crc.to_bytes(4, "big")
     return bytes(data)
 
@@ -351,7 +351,7 @@ def parse_message(data: bytes) -> StunMessage:
                 raise StunParseError(f"FINGERPRINT must be 4 bytes, not {attr_len}")
             if next_pos != end:
                 raise StunParseError("FINGERPRINT is not the last attribute")
-            expected = (zlib.crc32(data[:pos]) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+            expected = (binascii.crc32(data[:pos]) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
             if int.from_bytes(value, "big") != expected:
                 raise StunParseError("FINGERPRINT does not match the message")
             fingerprint = True
