@@ -16,13 +16,15 @@ import re
 import stat
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from stunmeshd import safeyaml
 from stunmeshd.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 INTERFACE_PROTOCOLS = ("ipv4", "ipv6", "dualstack")
 PORT_MAPPING_MODES = ("auto", "off", "pcp", "natpmp", "upnp")
@@ -113,7 +115,7 @@ class PluginConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    source: Path | None  # the file it came from
+    source: str | None  # the file it came from
     refresh_interval: float = DEFAULT_REFRESH_INTERVAL
     log: LogConfig = field(default_factory=LogConfig)
     stun_servers: tuple[str, ...] = (DEFAULT_STUN_SERVER,)
@@ -353,29 +355,29 @@ def zerolog_level_name(value: str) -> str | None:
 
 
 def find_config(
-    config_dir: Path | None = None, *, search_dirs: Sequence[str] | None = None
-) -> Path:
+    config_dir: StrPath | None = None, *, search_dirs: Sequence[str] | None = None
+) -> str:
     """The configuration file to read: in ``config_dir`` if given, else by the search order.
 
     ``search_dirs`` replaces SEARCH_DIRS (tests; packagers). Raises ConfigError naming every
     place looked at when there is none: unlike stunmesh-go, a daemon never starts without one.
     """
     if config_dir is not None:
-        directory = Path(config_dir)
+        directory = os.fspath(config_dir)
         for name in CONFIG_NAMES:
-            candidate = directory / name
+            candidate = os.path.join(directory, name)
             if _exists(candidate):
                 return candidate
         missing = "no such directory" if not _exists(directory) else "no config.yaml or config.yml"
-        raise ConfigError(f"{missing} (from --config-dir)", path=str(directory))
+        raise ConfigError(f"{missing} (from --config-dir)", path=directory)
     searched: list[str] = []
     for entry in SEARCH_DIRS if search_dirs is None else search_dirs:
         base = _expand_env(entry)
         if base is None:
             continue
         for name in CONFIG_NAMES:
-            candidate = _absolute(Path(base) / name)
-            searched.append(str(candidate))
+            candidate = _absolute(os.path.join(base, name))
+            searched.append(candidate)
             if _exists(candidate):
                 return candidate
     raise ConfigError(
@@ -385,9 +387,9 @@ def find_config(
 
 
 def load_config(
-    path: Path | None = None,
+    path: StrPath | None = None,
     *,
-    config_dir: Path | None = None,
+    config_dir: StrPath | None = None,
     search_dirs: Sequence[str] | None = None,
 ) -> Config:
     """Read, parse and validate the configuration: ``path``, or the one find_config finds.
@@ -395,9 +397,9 @@ def load_config(
     Raises ConfigError (one line: file, line, key path, reason) for every problem, including a
     missing, unreadable, oversized or non-UTF-8 file. Blocking: see the note above.
     """
-    file = Path(path) if path is not None else find_config(config_dir, search_dirs=search_dirs)
+    file = os.fspath(path) if path is not None else find_config(config_dir, search_dirs=search_dirs)
     text = _read_text(file)
-    return replace(parse_config(text, source=str(file)), source=file)
+    return replace(parse_config(text, source=file), source=file)
 
 
 def parse_config(text: str, *, source: str) -> Config:
@@ -408,14 +410,14 @@ def parse_config(text: str, *, source: str) -> Config:
     return _Parser(source).parse(text)
 
 
-def locate_key(path: Path, *segments: str) -> int | None:
+def locate_key(path: StrPath, *segments: str) -> int | None:
     """The line of the deepest key of ``segments`` present in the file, e.g.
     ``locate_key(p, "plugins", "cf", "token")``; None when unknown or unreadable.
 
     For messages about problems found after parsing (a store refusing its options).
     """
     try:
-        node = safeyaml.compose(_read_text(Path(path)))
+        node = safeyaml.compose(_read_text(os.fspath(path)))
     except (ConfigError, yaml.YAMLError, safeyaml.YamlLimit):
         return None
     line = None
@@ -511,7 +513,7 @@ def _expand_env(entry: str) -> str | None:
     return None if missing or not expanded else expanded
 
 
-def _exists(path: Path) -> bool:
+def _exists(path: str) -> bool:
     """Like Go's os.Stat == nil: an unreadable directory on the way means "not here"."""
     try:
         os.stat(path)
@@ -520,60 +522,64 @@ def _exists(path: Path) -> bool:
     return True
 
 
-def _absolute(path: Path) -> Path:
-    try:
-        return path.absolute()
-    except OSError:  # the working directory was removed
-        return path
+def _absolute(path: str) -> str:
+    """Like Path.absolute: the working directory in front, "." parts dropped, ".." kept (it
+    may follow a symlink, so only the kernel may resolve it)."""
+    if not os.path.isabs(path):
+        try:
+            path = os.path.join(os.getcwd(), path)
+        except OSError:  # the working directory was removed
+            pass
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts)
 
 
-def _read_text(file: Path) -> str:
+def _read_text(file: str) -> str:
     """The file's text, bounded: a regular file (a FIFO or device is refused at once, never
     waited on), at most MAX_CONFIG_BYTES, UTF-8."""
-    where = str(file)
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; regular files ignore it.
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
-        raise ConfigError("no such file", path=where) from None
+        raise ConfigError("no such file", path=file) from None
     except IsADirectoryError:
         raise ConfigError(
-            "is a directory, not a file (use --config-dir DIR for a directory)", path=where
+            "is a directory, not a file (use --config-dir DIR for a directory)", path=file
         ) from None
     except PermissionError:
-        raise ConfigError("cannot be read: permission denied", path=where) from None
+        raise ConfigError("cannot be read: permission denied", path=file) from None
     except OSError as exc:
         raise ConfigError(
-            f"cannot be read: {exc.strerror or type(exc).__name__}", path=where
+            f"cannot be read: {exc.strerror or type(exc).__name__}", path=file
         ) from None
     except ValueError:  # a NUL in the name
-        raise ConfigError("is not a usable file name", path=where) from None
+        raise ConfigError("is not a usable file name", path=file) from None
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise ConfigError(
-                "is a directory, not a file (use --config-dir DIR for a directory)", path=where
+                "is a directory, not a file (use --config-dir DIR for a directory)", path=file
             )
         if not stat.S_ISREG(mode):
-            raise ConfigError(f"is {_file_kind(mode)}, not a regular file", path=where)
+            raise ConfigError(f"is {_file_kind(mode)}, not a regular file", path=file)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
-            f"cannot be read: {exc.strerror or type(exc).__name__}", path=where
+            f"cannot be read: {exc.strerror or type(exc).__name__}", path=file
         ) from None
     finally:
         os.close(fd)
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(
-            f"is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file", path=where
+            f"is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file", path=file
         )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
-            f"is not UTF-8 text (bad byte at offset {exc.start})", path=where, line=line
+            f"is not UTF-8 text (bad byte at offset {exc.start})", path=file, line=line
         ) from None
 
 

@@ -18,7 +18,6 @@ import re
 import sys
 import traceback
 from dataclasses import replace
-from pathlib import Path
 
 from stunmeshd import __version__
 from stunmeshd.config import Config, PluginConfig, load_config, locate_key, normalize_log_level
@@ -67,13 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "-c",
         "--config",
-        type=Path,
         metavar="FILE",
         help="read exactly this configuration file",
     )
     source.add_argument(
         "--config-dir",
-        type=Path,
         metavar="DIR",
         help="read config.yaml (or config.yml) from this directory",
     )

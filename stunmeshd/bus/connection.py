@@ -11,7 +11,6 @@ from __future__ import annotations
 import array
 import logging
 import socket
-from pathlib import Path
 from typing import Any
 
 from dbus_fast import Message, MessageType, NameFlag, RequestNameReply, Variant
@@ -201,7 +200,7 @@ async def claim_name(bus: MessageBus, name: str = BUS_NAME) -> None:
         )
 
 
-MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 
 
 def read_machine_id() -> str:
@@ -209,7 +208,8 @@ def read_machine_id() -> str:
     when there is none (blocking: call it in a thread)."""
     for path in MACHINE_ID_FILES:
         try:
-            text = path.read_text(encoding="ascii").strip()
+            with open(path, encoding="ascii") as file:
+                text = file.read().strip()
         except (OSError, UnicodeDecodeError):
             continue
         if len(text) == 32 and all(c in "0123456789abcdef" for c in text):

@@ -7,13 +7,14 @@ imported only when a kernel interface is driven.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, WireGuardBackend
 from stunmeshd.wireguard.uapi import DEFAULT_SOCKET_DIR, UapiBackend
 
 if TYPE_CHECKING:
+    from _typeshed import StrPath
+
     from stunmeshd.wireguard.netlink import NetlinkBackend
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
 ]
 
 
-def backend_for(ifname: str, *, uapi_dir: Path = DEFAULT_SOCKET_DIR) -> WireGuardBackend:
+def backend_for(ifname: str, *, uapi_dir: StrPath = DEFAULT_SOCKET_DIR) -> WireGuardBackend:
     """The backend that drives ``ifname``: wireguard-go when its UAPI socket exists, else kernel.
 
     Only a stat: the choice is made when called, so a caller that saw DeviceNotFound can ask

@@ -14,16 +14,20 @@ import ipaddress
 import logging
 import os
 import re
+import stat
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stunmeshd.endpoints import format_endpoint, normalize_endpoint, parse_endpoint
 from stunmeshd.errors import DeviceNotFound, WireGuardError
 from stunmeshd.wireguard.base import DeviceInfo, PeerInfo, device_info
 
+if TYPE_CHECKING:
+    from _typeshed import StrPath
+
 log = logging.getLogger(__name__)
 
-DEFAULT_SOCKET_DIR = Path("/run/wireguard")
+DEFAULT_SOCKET_DIR = "/run/wireguard"
 DEFAULT_TIMEOUT = 5.0
 MAX_REPLY_BYTES = 32 * 1024 * 1024  # ~100k peers; anything larger is not wireguard-go talking
 KEY_LEN = 32
@@ -281,17 +285,17 @@ class UapiBackend:
     kind = "wireguard-go"
 
     def __init__(
-        self, socket_dir: Path = DEFAULT_SOCKET_DIR, *, timeout: float = DEFAULT_TIMEOUT
+        self, socket_dir: StrPath = DEFAULT_SOCKET_DIR, *, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        self.socket_dir = Path(socket_dir)
+        self.socket_dir = os.fspath(socket_dir)
         self.timeout = timeout
 
     def __repr__(self) -> str:
-        return f"UapiBackend(socket_dir={str(self.socket_dir)!r})"
+        return f"UapiBackend(socket_dir={self.socket_dir!r})"
 
-    def socket_path(self, ifname: str) -> Path:
+    def socket_path(self, ifname: str) -> str:
         check_ifname(ifname)
-        return self.socket_dir / f"{ifname}.sock"
+        return os.path.join(self.socket_dir, f"{ifname}.sock")
 
     def has_device(self, ifname: str) -> bool:
         """True when wireguard-go's socket for ``ifname`` exists (a cheap stat, no I/O).
@@ -301,10 +305,10 @@ class UapiBackend:
         where the kernel's would only say "not found".
         """
         try:
-            return self.socket_path(ifname).is_socket()
+            return stat.S_ISSOCK(os.stat(self.socket_path(ifname)).st_mode)
         except PermissionError:
             return True
-        except (DeviceNotFound, OSError):
+        except (DeviceNotFound, OSError, ValueError):
             return False
 
     async def read_device(self, ifname: str) -> DeviceInfo:
@@ -347,10 +351,10 @@ class UapiBackend:
         log.debug("uapi recv iface=%s %s", ifname, _oneline(reply))
         return reply
 
-    async def _exchange(self, path: Path, request: bytes) -> str:
-        ifname = path.name.removesuffix(".sock")
+    async def _exchange(self, path: str, request: bytes) -> str:
+        ifname = os.path.basename(path).removesuffix(".sock")
         try:
-            reader, writer = await asyncio.open_unix_connection(str(path))
+            reader, writer = await asyncio.open_unix_connection(path)
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
             # no socket, or a stale one nobody listens on: the device is not there
             raise DeviceNotFound(f"no wireguard-go interface {ifname} (no {path})") from None

@@ -198,9 +198,9 @@ def test_parser_defaults() -> None:
 @pytest.mark.parametrize(
     ("argv", "attribute", "value"),
     [
-        (["-c", "/x/c.yaml"], "config", Path("/x/c.yaml")),
-        (["--config", "c.yaml"], "config", Path("c.yaml")),
-        (["--config-dir", "/etc/stunmesh"], "config_dir", Path("/etc/stunmesh")),
+        (["-c", "/x/c.yaml"], "config", "/x/c.yaml"),
+        (["--config", "c.yaml"], "config", "c.yaml"),
+        (["--config-dir", "/etc/stunmesh"], "config_dir", "/etc/stunmesh"),
         (["--bus", "session"], "bus", "session"),
         (["--bus", "unix:path=/run/test/bus"], "bus", "unix:path=/run/test/bus"),
         (["--log-level", "WARN"], "log_level", "warning"),
@@ -238,6 +238,6 @@ def test_normal_start_hands_config_and_options_to_the_service(
     path = write(tmp_path, GOOD)
     assert main(["-c", str(path), "--oneshot", "--log-level", "debug", "--bus", "session"]) == 0
     ((config, args),) = fake_service
-    assert config.source == path and "wg0" in config.interfaces
+    assert config.source == str(path) and "wg0" in config.interfaces
     assert config.log.level == "debug"  # --log-level overrides log.level
     assert (args.oneshot, args.bus) == (True, "session")

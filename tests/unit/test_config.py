@@ -131,7 +131,7 @@ plugins:
 def test_full_file_means_what_it_says(tmp_path: Path) -> None:
     path = write(tmp_path, FULL)
     cfg = load_config(path)
-    assert cfg.source == path
+    assert cfg.source == str(path)
     assert cfg.refresh_interval == 5400.0
     assert (cfg.log.level, cfg.log.format) == ("warning", "json")
     # stun.address first, then addresses, without the repeat
@@ -823,7 +823,7 @@ def test_search_order(places: tuple[list[str], list[Path]]) -> None:
             (d / name).write_text(MINIMAL)
             files.append(d / name)
     for expected in files:  # each place, config.yaml before config.yml
-        assert find_config(search_dirs=search) == expected
+        assert find_config(search_dirs=search) == str(expected)
         expected.unlink()
     with pytest.raises(ConfigError) as info:
         find_config(search_dirs=search)
@@ -841,7 +841,7 @@ def test_search_uses_module_constant(
     (dirs[3] / "config.yml").write_text(MINIMAL)
     (dirs[4] / "config.yaml").write_text(MINIMAL)
     cfg = load_config()
-    assert cfg.source == dirs[3] / "config.yml"
+    assert cfg.source == str(dirs[3] / "config.yml")
 
 
 def test_unset_variables_are_skipped(
@@ -861,15 +861,15 @@ def test_unreadable_search_dir_is_passed_over(places: tuple[list[str], list[Path
     search, dirs = places
     (dirs[4] / "config.yaml").write_text(MINIMAL)
     search = ["/proc/1/root/nonexistent-dir", *search]
-    assert find_config(search_dirs=search) == dirs[4] / "config.yaml"
+    assert find_config(search_dirs=search) == str(dirs[4] / "config.yaml")
 
 
 def test_config_dir(tmp_path: Path) -> None:
     (tmp_path / "config.yml").write_text(MINIMAL)
-    assert find_config(tmp_path) == tmp_path / "config.yml"
+    assert find_config(tmp_path) == str(tmp_path / "config.yml")
     (tmp_path / "config.yaml").write_text(MINIMAL.replace("wg0", "wg1"))
     cfg = load_config(config_dir=tmp_path)
-    assert cfg.source == tmp_path / "config.yaml" and "wg1" in cfg.interfaces
+    assert cfg.source == str(tmp_path / "config.yaml") and "wg1" in cfg.interfaces
 
 
 def test_config_dir_must_hold_a_config(tmp_path: Path) -> None:
@@ -883,7 +883,7 @@ def test_config_dir_must_hold_a_config(tmp_path: Path) -> None:
 def test_explicit_file_beats_config_dir(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("bad: [")
     other = write(tmp_path, MINIMAL, "other.yaml")
-    assert load_config(other, config_dir=tmp_path).source == other
+    assert load_config(other, config_dir=tmp_path).source == str(other)
 
 
 # --- small public helpers -------------------------------------------------------------------

@@ -44,7 +44,7 @@ def load(tmp_path: Path, text: str) -> Config:
 
 def line_of(cfg: Config, text: str) -> int:
     assert cfg.source is not None
-    return cfg.source.read_text().splitlines().index(text) + 1
+    return Path(cfg.source).read_text().splitlines().index(text) + 1
 
 
 def warning_about(cfg: Config, key: str) -> str:
