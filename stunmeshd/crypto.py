@@ -12,20 +12,23 @@ import binascii
 import hashlib
 import ipaddress
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+# libsodium's crypto_box itself, as Go's nacl/box.Seal calls it (nacl.public's Box wraps the
+# same calls in classes this module has no use for)
+from nacl.bindings import crypto_box, crypto_box_NONCEBYTES, crypto_box_open, crypto_scalarmult_base
 from nacl.exceptions import CryptoError
-from nacl.public import Box, PrivateKey, PublicKey
 
 from stunmeshd.endpoint_policy import refusal
 from stunmeshd.errors import RecordError
 
 KEY_LEN = 32  # WireGuard / X25519 key length
-NONCE_LEN = Box.NONCE_SIZE  # 24
+NONCE_LEN = crypto_box_NONCEBYTES  # 24
 TAG_LEN = 16  # Poly1305
 _MAX_ENDPOINT_TEXT = 64  # longest "[v6]:port" is 47 chars; longer is garbage
 # A record is about 100 bytes; room for fields a future version may add, not for abuse.
@@ -56,7 +59,7 @@ def fetch_key(own_pub: bytes, peer_pub: bytes) -> str:
 def public_key(private: bytes) -> bytes:
     """The X25519 public key of a WireGuard private key (what ``wg pubkey`` prints, raw)."""
     _check_key(private, "private key")
-    return bytes(PrivateKey(bytes(private)).public_key)
+    return crypto_scalarmult_base(bytes(private))
 
 
 # -- endpoints and the plaintext --------------------------------------------------------------
@@ -204,10 +207,9 @@ class EndpointRecord:
 # -- sealing --------------------------------------------------------------------------------
 
 
-def _box(own_private: bytes, peer_public: bytes) -> Box:
+def _check_keys(own_private: bytes, peer_public: bytes) -> None:
     _check_key(own_private, "own private key")
     _check_key(peer_public, "peer public key")
-    return Box(PrivateKey(bytes(own_private)), PublicKey(bytes(peer_public)))
 
 
 def seal(
@@ -217,14 +219,18 @@ def seal(
 
     ``nonce`` is for test vectors only; by default a fresh random one is used.
     """
-    if nonce is not None and len(nonce) != NONCE_LEN:
+    _check_keys(own_private, peer_public)
+    if nonce is None:
+        nonce = os.urandom(NONCE_LEN)
+    elif len(nonce) != NONCE_LEN:
         raise ValueError(f"nonce must be {NONCE_LEN} bytes")
-    return bytes(_box(own_private, peer_public).encrypt(bytes(record_json), nonce)).hex()
+    sealed = crypto_box(bytes(record_json), nonce, bytes(peer_public), bytes(own_private))
+    return (nonce + sealed).hex()
 
 
 def open_sealed(value_hex: str, own_private: bytes, peer_public: bytes) -> bytes:
     """Open a stored value; RecordError if it is not hex, too short or fails authentication."""
-    box = _box(own_private, peer_public)
+    _check_keys(own_private, peer_public)
     try:
         raw = binascii.unhexlify(value_hex.strip().encode("ascii"))
     except (ValueError, AttributeError, UnicodeEncodeError):  # binascii.Error is a ValueError
@@ -232,7 +238,9 @@ def open_sealed(value_hex: str, own_private: bytes, peer_public: bytes) -> bytes
     if len(raw) < NONCE_LEN + TAG_LEN:
         raise RecordError(f"record value is too short ({len(raw)} bytes)")
     try:
-        return box.decrypt(raw[NONCE_LEN:], raw[:NONCE_LEN])
+        return crypto_box_open(
+            raw[NONCE_LEN:], raw[:NONCE_LEN], bytes(peer_public), bytes(own_private)
+        )
     except CryptoError:
         raise RecordError("record does not open: tampered, or sealed for other keys") from None
 
